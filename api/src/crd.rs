@@ -3,9 +3,7 @@
 //! `cargo run -p muster-api --bin muster-crdgen` writes them to `deploy/controller/crds/`; CI runs it with
 //! `--check` and fails when the checked-in YAML is stale.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use kube::CustomResourceExt;
 
 use crate::{GPUNode, Gang, JobSet};
@@ -16,11 +14,7 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
         .into_iter()
         .map(|mut crd| {
             for version in &mut crd.spec.versions {
-                if let Some(schema) = version
-                    .schema
-                    .as_mut()
-                    .and_then(|s| s.open_api_v3_schema.as_mut())
-                {
+                if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
                     drop_nullable(schema);
                 }
             }
@@ -49,10 +43,7 @@ fn drop_nullable(schema: &mut JSONSchemaProps) {
     {
         drop_nullable(extra);
     }
-    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
-        .into_iter()
-        .flatten()
-    {
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of].into_iter().flatten() {
         list.iter_mut().for_each(drop_nullable);
     }
 }

@@ -51,11 +51,7 @@ impl ExtenderArgs {
         if let Some(names) = &self.node_names {
             return names.clone();
         }
-        self.nodes
-            .iter()
-            .flat_map(|list| &list.items)
-            .filter_map(|node| node.metadata.name.clone())
-            .collect()
+        self.nodes.iter().flat_map(|list| &list.items).filter_map(|node| node.metadata.name.clone()).collect()
     }
 }
 
@@ -122,11 +118,7 @@ pub struct ExtenderBindingResult {
 pub struct MetaVictims {
     #[serde(default, deserialize_with = "null_as_default")]
     pub pods: Vec<MetaPod>,
-    #[serde(
-        default,
-        rename = "NumPDBViolations",
-        deserialize_with = "null_as_default"
-    )]
+    #[serde(default, rename = "NumPDBViolations", deserialize_with = "null_as_default")]
     pub num_pdb_violations: i64,
 }
 

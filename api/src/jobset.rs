@@ -129,9 +129,7 @@ impl ReplicatedJob {
 
     /// Group name, with the CRD default applied.
     pub fn group_name(&self) -> &str {
-        self.group_name
-            .as_deref()
-            .unwrap_or(keys::DEFAULT_GROUP_NAME)
+        self.group_name.as_deref().unwrap_or(keys::DEFAULT_GROUP_NAME)
     }
 }
 
@@ -156,11 +154,7 @@ pub enum DependsOnStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// Sets the pods' subdomain and creates the headless Service.
-    #[serde(
-        default,
-        rename = "enableDNSHostnames",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "enableDNSHostnames", skip_serializing_if = "Option::is_none")]
     pub enable_dns_hostnames: Option<bool>,
     /// Service name and pod subdomain; the JobSet name when empty (resolved at run time, never stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,10 +297,7 @@ pub struct VolumeClaimPolicy {
 
 impl VolumeClaimPolicy {
     pub fn when_deleted(&self) -> WhenDeleted {
-        self.retention_policy
-            .as_ref()
-            .and_then(|p| p.when_deleted)
-            .unwrap_or_default()
+        self.retention_policy.as_ref().and_then(|p| p.when_deleted).unwrap_or_default()
     }
 }
 
@@ -376,10 +367,7 @@ pub struct ReplicatedJobStatus {
 impl JobSet {
     /// Whether this controller (and not Kueue's MultiKueue or another) manages the JobSet.
     pub fn managed_by_us(&self) -> bool {
-        self.spec
-            .managed_by
-            .as_deref()
-            .is_none_or(|m| m == keys::JOBSET_CONTROLLER_NAME)
+        self.spec.managed_by.as_deref().is_none_or(|m| m == keys::JOBSET_CONTROLLER_NAME)
     }
 
     pub fn suspended(&self) -> bool {
@@ -388,10 +376,6 @@ impl JobSet {
 
     /// An annotation on the JobSet object itself.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
+        self.metadata.annotations.as_ref()?.get(key).map(String::as_str)
     }
 }

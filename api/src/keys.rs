@@ -86,8 +86,7 @@ pub const MESSAGE_IN_ORDER_COMPLETED: &str = "in order startup policy has comple
 pub const MESSAGE_ALL_JOBS_READY: &str = "all jobs are ready";
 pub const MESSAGE_JOBSET_FAILED: &str = "jobset failed";
 /// In-place restart path only; the Job path adds `(first failed job: <job>)`.
-pub const MESSAGE_REACHED_MAX_RESTARTS: &str =
-    "jobset failed due to reaching max number of restarts";
+pub const MESSAGE_REACHED_MAX_RESTARTS: &str = "jobset failed due to reaching max number of restarts";
 
 /// `Failed` message when there is no failure policy.
 pub fn message_failed_jobs(first_failed_job: &str) -> String {
@@ -107,23 +106,16 @@ pub fn message_failure_policy_action(action: &str, first_failed_job: &str) -> St
 // === Upstream JobSet: event reasons that are not condition reasons ===
 
 pub const EVENT_RESTART_JOBSET_ACTION: &str = "RestartJobSetFailurePolicyAction";
-pub const EVENT_RESTART_JOBSET_IGNORE_MAX_ACTION: &str =
-    "RestartJobSetAndIgnoreMaxRestartsFailurePolicyAction";
+pub const EVENT_RESTART_JOBSET_IGNORE_MAX_ACTION: &str = "RestartJobSetAndIgnoreMaxRestartsFailurePolicyAction";
 pub const EVENT_RESTART_JOB_ACTION: &str = "RestartJobFailurePolicyAction";
-pub const EVENT_RESTART_JOB_IGNORE_MAX_ACTION: &str =
-    "RestartJobAndIgnoreMaxRestartsFailurePolicyAction";
+pub const EVENT_RESTART_JOB_IGNORE_MAX_ACTION: &str = "RestartJobAndIgnoreMaxRestartsFailurePolicyAction";
 pub const EVENT_JOB_CREATION_FAILED: &str = "JobCreationFailed";
 pub const EVENT_HEADLESS_SERVICE_CREATION_FAILED: &str = "HeadlessServiceCreationFailed";
 pub const EVENT_PVC_CREATION_FAILED: &str = "PVCCreationFailed";
 
 /// Reasons of the Job `Failed` condition that failure-policy rules may match on.
-pub const JOB_FAILURE_REASONS: [&str; 5] = [
-    "BackoffLimitExceeded",
-    "DeadlineExceeded",
-    "FailedIndexes",
-    "MaxFailedIndexesExceeded",
-    "PodFailurePolicy",
-];
+pub const JOB_FAILURE_REASONS: [&str; 5] =
+    ["BackoffLimitExceeded", "DeadlineExceeded", "FailedIndexes", "MaxFailedIndexesExceeded", "PodFailurePolicy"];
 
 // === Muster ===
 

@@ -26,9 +26,7 @@ fn assert_same(path: &str, own_key: &str, original: &Value, round_tripped: &Valu
             for key in keys {
                 let here = format!("{path}.{key}");
                 match (a.get(key), b.get(key)) {
-                    (Some(Value::Number(n)), Some(Value::String(q)))
-                        if matches!(own_key, "limits" | "requests") =>
-                    {
+                    (Some(Value::Number(n)), Some(Value::String(q))) if matches!(own_key, "limits" | "requests") => {
                         assert_eq!(&n.to_string(), q, "{here}: quantity changed");
                     }
                     (Some(x), Some(y)) => assert_same(&here, key, x, y),
@@ -58,16 +56,12 @@ fn is_pvc_type_meta(key: &str, value: &Value) -> bool {
 #[test]
 fn examples_round_trip_without_losing_a_field() {
     let files = examples();
-    assert!(
-        files.len() >= 4,
-        "expected the four example JobSets, found {files:?}"
-    );
+    assert!(files.len() >= 4, "expected the four example JobSets, found {files:?}");
     for file in files {
         let text = std::fs::read_to_string(&file).expect("example is readable");
-        let original: Value =
-            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let jobset: JobSet = serde_json::from_value(original.clone())
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let original: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let jobset: JobSet =
+            serde_json::from_value(original.clone()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let back = serde_json::to_value(&jobset).expect("JobSet serialises");
         assert_same(&file.display().to_string(), "", &original, &back);
     }
@@ -76,66 +70,27 @@ fn examples_round_trip_without_losing_a_field() {
 #[test]
 fn examples_cover_the_real_uses() {
     let load = |name: &str| -> JobSet {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples")
-                .join(name),
-        )
-        .expect("example exists");
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name))
+            .expect("example exists");
         serde_saphyr::from_str(&text).expect("example parses")
     };
     let training = load("pytorch-gpu-training.yaml");
-    let names: Vec<_> = training
-        .spec
-        .replicated_jobs
-        .iter()
-        .map(|r| r.name.as_str())
-        .collect();
+    let names: Vec<_> = training.spec.replicated_jobs.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["leader", "workers"]);
-    let gpus = training.spec.replicated_jobs[1]
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref());
-    let limits = gpus
-        .and_then(|p| p.containers[0].resources.as_ref())
-        .and_then(|r| r.limits.as_ref());
-    assert_eq!(
-        limits
-            .and_then(|l| l.get("nvidia.com/gpu"))
-            .map(|q| q.0.as_str()),
-        Some("8")
-    );
+    let gpus = training.spec.replicated_jobs[1].template.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let limits = gpus.and_then(|p| p.containers[0].resources.as_ref()).and_then(|r| r.limits.as_ref());
+    assert_eq!(limits.and_then(|l| l.get("nvidia.com/gpu")).map(|q| q.0.as_str()), Some("8"));
 
     let coordinator = load("coordinator.yaml");
-    assert_eq!(
-        coordinator
-            .spec
-            .coordinator
-            .as_ref()
-            .map(|c| c.replicated_job.as_str()),
-        Some("driver")
-    );
+    assert_eq!(coordinator.spec.coordinator.as_ref().map(|c| c.replicated_job.as_str()), Some("driver"));
 
     let critical = load("fail-when-leader-fails.yaml");
-    let policy = critical
-        .spec
-        .failure_policy
-        .as_ref()
-        .expect("failure policy");
-    assert_eq!(
-        policy.rules[0].action,
-        muster_api::jobset::FailurePolicyAction::FailJobSet
-    );
+    let policy = critical.spec.failure_policy.as_ref().expect("failure policy");
+    assert_eq!(policy.rules[0].action, muster_api::jobset::FailurePolicyAction::FailJobSet);
     assert_eq!(policy.rules[0].target_replicated_jobs, ["leader"]);
 
     let volumes = load("checkpoint-volumes.yaml");
-    let retention: Vec<_> = volumes
-        .spec
-        .volume_claim_policies
-        .iter()
-        .map(|p| p.when_deleted())
-        .collect();
+    let retention: Vec<_> = volumes.spec.volume_claim_policies.iter().map(|p| p.when_deleted()).collect();
     use muster_api::jobset::WhenDeleted::{Delete, Retain};
     assert_eq!(retention, [Retain, Delete]);
 }

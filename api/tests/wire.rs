@@ -48,10 +48,7 @@ fn accessors_apply_upstream_defaults_for_objects_that_bypassed_defaulting() {
     assert_eq!(rjob.group_name(), "default");
     assert!(!jobset.suspended());
     assert!(jobset.managed_by_us());
-    assert_eq!(
-        FailurePolicy::default().restart_strategy(),
-        RestartStrategy::Recreate
-    );
+    assert_eq!(FailurePolicy::default().restart_strategy(), RestartStrategy::Recreate);
     // replicas: 0 is meaningful and must not be defaulted away.
     let mut zero = minimal_jobset();
     zero["spec"]["replicatedJobs"][0]["replicas"] = json!(0);
@@ -84,10 +81,7 @@ fn extender_args_accept_pascal_case_with_nulls_and_unknown_fields() {
     }))
     .expect("scheduler request reads");
     assert_eq!(args.candidate_names(), ["gpu-a1", "gpu-a2"]);
-    assert_eq!(
-        args.pod.and_then(|p| p.metadata.name),
-        Some("w-0".to_string())
-    );
+    assert_eq!(args.pod.and_then(|p| p.metadata.name), Some("w-0".to_string()));
 
     // Without nodeCacheCapable the scheduler sends a NodeList with no apiVersion/kind.
     let full: ExtenderArgs = serde_json::from_value(json!({
@@ -106,28 +100,15 @@ fn extender_filter_result_reads_null_maps_and_writes_pascal_case() {
     }))
     .expect("reads");
     assert!(result.failed_nodes.is_empty() && result.error.is_empty());
-    let missing: ExtenderFilterResult =
-        serde_json::from_value(json!({"NodeNames": ["a"]})).expect("reads");
+    let missing: ExtenderFilterResult = serde_json::from_value(json!({"NodeNames": ["a"]})).expect("reads");
     assert_eq!(result, missing);
 
-    let mut reply = ExtenderFilterResult {
-        node_names: Some(vec!["a".into()]),
-        ..Default::default()
-    };
-    reply
-        .failed_and_unresolvable_nodes
-        .insert("b".into(), "reserved for ml/train".into());
+    let mut reply = ExtenderFilterResult { node_names: Some(vec!["a".into()]), ..Default::default() };
+    reply.failed_and_unresolvable_nodes.insert("b".into(), "reserved for ml/train".into());
     let wire = serde_json::to_value(&reply).expect("writes");
     assert_eq!(wire["NodeNames"], json!(["a"]));
-    assert_eq!(
-        wire["FailedAndUnresolvableNodes"]["b"],
-        "reserved for ml/train"
-    );
+    assert_eq!(wire["FailedAndUnresolvableNodes"]["b"], "reserved for ml/train");
     assert_eq!(wire["Error"], "");
-    let scores = serde_json::to_value(vec![HostPriority {
-        host: "a".into(),
-        score: 10,
-    }])
-    .expect("writes");
+    let scores = serde_json::to_value(vec![HostPriority { host: "a".into(), score: 10 }]).expect("writes");
     assert_eq!(scores, json!([{"Host": "a", "Score": 10}]));
 }

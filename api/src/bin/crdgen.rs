@@ -6,17 +6,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let mut dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/controller/crds"
-    ));
+    let mut dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/controller/crds"));
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,
             "-h" | "--help" => {
-                println!(
-                    "usage: muster-crdgen [--check] [DIR]   (default DIR: deploy/controller/crds)"
-                );
+                println!("usage: muster-crdgen [--check] [DIR]   (default DIR: deploy/controller/crds)");
                 return ExitCode::SUCCESS;
             }
             other => dir = PathBuf::from(other),
@@ -38,9 +33,7 @@ fn main() -> ExitCode {
         }
         if check {
             stale.push(path.display().to_string());
-        } else if let Err(err) =
-            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml))
-        {
+        } else if let Err(err) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml)) {
             eprintln!("cannot write {}: {err}", path.display());
             return ExitCode::FAILURE;
         } else {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every check CI runs, in order: formatting, lints, generated-artefact freshness, the real control plane,
+# then all tests (unit, property and integration tests against the real control plane).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "generated CRDs are up to date"
+cargo run --quiet --locked -p muster-api --bin muster-crdgen -- --check
+
+step "control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
+MUSTER_CONTROL_PLANE_BIN="$(bash tests/build-control-plane.sh | tail -n 1)"
+export MUSTER_CONTROL_PLANE_BIN
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
