@@ -2,8 +2,13 @@
 //!
 //! The reconcile is a pipeline: observe (the JobSet and the Jobs it owns by UID) → [`plan`] (a pure function
 //! from spec and observed state to actions and a new status) → apply → one status write → events after it.
-//! Everything that decides lives in [`plan`] and is tested without an API server.
+//! Everything that decides lives in [`plan`] and is tested without an API server; [`controller`] is the thin
+//! kube I/O around it.
 
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod metrics;
 pub mod plan;
 
 pub use plan::{Action, Event, EventType, FeatureGates, Input, Plan, PlanError, plan};

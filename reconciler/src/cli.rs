@@ -1,0 +1,166 @@
+//! Process wiring: flags (upstream's names), the configuration file, logging, the admin server (`/metrics`,
+//! `/healthz`, `/readyz`), leader election on a Lease, and the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+
+use crate::config::Configuration;
+use crate::metrics::Metrics;
+
+/// Lease name upstream uses, so a half-migrated cluster never runs both controllers as leader at once.
+const DEFAULT_LEASE_NAME: &str = "6d4f6a47.jobset.x-k8s.io";
+
+#[derive(Debug, Parser)]
+#[command(name = "muster-reconciler", version, about = "Drop-in JobSet controller (jobset.x-k8s.io/v1alpha2)")]
+pub struct Args {
+    /// Address of /metrics.
+    #[arg(long, default_value = ":8443")]
+    pub metrics_bind_address: String,
+    /// Address of /healthz and /readyz.
+    #[arg(long, default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// Hold a Lease before reconciling, so several replicas are safe.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Accepted for compatibility with upstream's flags; kube-rs does not rate-limit the client.
+    #[arg(long, default_value_t = 500.0)]
+    pub kube_api_qps: f32,
+    #[arg(long, default_value_t = 500)]
+    pub kube_api_burst: u32,
+    /// Controller configuration file (`config.jobset.x-k8s.io/v1alpha1` `Configuration`).
+    #[arg(long)]
+    pub config: Option<String>,
+}
+
+/// `:8081` means all interfaces, as in Go.
+fn socket_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    let text = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_string() };
+    Ok(text.parse()?)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = match &args.config {
+        Some(path) => Configuration::load(path)?,
+        None => Configuration {
+            api_version: crate::config::API_VERSION.into(),
+            kind: "Configuration".into(),
+            ..Default::default()
+        },
+    };
+    let gates = config.feature_gates()?;
+    let leader_elect = config.leader_election.leader_elect.unwrap_or(false) || args.leader_elect;
+    let metrics_addr = config.metrics.bind_address.as_deref().unwrap_or(&args.metrics_bind_address).to_string();
+    let health_addr =
+        config.health.health_probe_bind_address.as_deref().unwrap_or(&args.health_probe_bind_address).to_string();
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let ready = Arc::new(AtomicBool::new(false));
+    let client = kube::Client::try_default().await?;
+
+    let metrics_listener = tokio::net::TcpListener::bind(socket_addr(&metrics_addr)?).await?;
+    let metrics_app = Router::new().route("/metrics", get(move || serve_metrics(registry.clone())));
+    tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
+    let health_listener = tokio::net::TcpListener::bind(socket_addr(&health_addr)?).await?;
+    let ready_flag = ready.clone();
+    let health_app =
+        Router::new().route("/healthz", get(|| async { "ok" })).route(
+            "/readyz",
+            get(move || {
+                let ready = ready_flag.load(Ordering::Relaxed);
+                async move {
+                    if ready { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not leading yet") }
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(health_listener, health_app).await });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut lost_lease = None;
+    if leader_elect {
+        let namespace = config
+            .leader_election
+            .resource_namespace
+            .clone()
+            .or(args.leader_election_namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let name = config.leader_election.resource_name.clone().unwrap_or_else(|| DEFAULT_LEASE_NAME.into());
+        let identity =
+            std::env::var("POD_NAME").unwrap_or_else(|_| format!("muster-reconciler-{}", std::process::id()));
+        let duration = config.lease_duration()?.as_secs().max(1);
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), name)
+            .with_namespace(namespace)
+            .with_identity(identity)
+            .with_duration(duration)
+            .with_grace(duration.div_ceil(3))
+            .build()
+            .await?;
+        let (mut leading, _task) = manager.watch().await;
+        tracing::info!("waiting for the leader-election lease");
+        while !*leading.borrow_and_update() {
+            leading.changed().await?;
+        }
+        tracing::info!("leading");
+        lost_lease = Some(leading);
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    // Fail-stop when the lease is lost, as kube-controller-manager does: the pod restarts and competes again.
+    let shutdown = async move {
+        let mut stop = stop_rx;
+        let signal = async {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        match lost_lease {
+            Some(mut leading) => {
+                let lost = async {
+                    while *leading.borrow_and_update() {
+                        if leading.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! { () = signal => {}, () = lost => tracing::error!("lost the leader-election lease") }
+            }
+            None => signal.await,
+        }
+    };
+    crate::controller::run(client, metrics, gates, shutdown).await;
+    Ok(())
+}
+
+async fn serve_metrics(registry: Arc<Registry>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        ),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new()),
+    }
+}

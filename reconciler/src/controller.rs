@@ -1,0 +1,290 @@
+//! The I/O shell around [`crate::plan`]: observe the JobSet and the Jobs it owns, plan, apply the actions,
+//! write status once, then emit events. Nothing here decides anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, future};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use muster_api::JobSet;
+use muster_api::keys;
+use serde_json::json;
+
+use crate::metrics::{ErrorLabels, JobSetLabels, Metrics};
+use crate::plan::{self, Action, EventType, FeatureGates, Finish, Input};
+
+/// Field manager and event reporter of the controller.
+pub const CONTROLLER_NAME: &str = "jobset-controller";
+/// Upstream creates at most this many Jobs at once.
+const MAX_PARALLEL_WRITES: usize = 50;
+/// Periodic re-reconcile as an eventual-consistency backstop.
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error("{0}")]
+    JobCreation(String),
+    #[error("headless service creation failed: {0}")]
+    ServiceCreation(#[source] kube::Error),
+    #[error("pvc creation failed: {0}")]
+    ClaimCreation(#[source] kube::Error),
+    #[error("{action} failed: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Stable, low-cardinality label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Plan(e) => e.category(),
+            Self::JobCreation(_) => "job_creation",
+            Self::ServiceCreation(_) => "service_creation",
+            Self::ClaimCreation(_) => "pvc_creation",
+            Self::Kube { action, .. } => action,
+        }
+    }
+}
+
+fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { action, source }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub gates: FeatureGates,
+    jobs: Store<Job>,
+}
+
+fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    gates: FeatureGates,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    // One label-selected watch of Jobs feeds both the store the reconciler reads and the owner triggers, so a
+    // cluster's other Jobs are never cached.
+    let (jobs, writer) = reflector::store::<Job>();
+    let job_stream =
+        watcher(Api::<Job>::all(client.clone()), watcher::Config::default().labels(keys::JOBSET_NAME).any_semantic())
+            .default_backoff()
+            .modify(|job| job.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
+    let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
+    let ctx = Arc::new(Context { client: client.clone(), recorder, metrics, gates, jobs });
+    Controller::new(Api::<JobSet>::all(client), watcher::Config::default().any_semantic())
+        .owns_stream(job_stream)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(err) = result {
+                tracing::debug!(%err, "reconcile did not complete");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+fn error_policy(jobset: Arc<JobSet>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(jobset = %jobset.name_any(), namespace = ?jobset.namespace(), error = %err, "reconcile failed");
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { category: err.category().into() }).inc();
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(jobset: Arc<JobSet>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_inner(&jobset, &ctx).await;
+    ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Error> {
+    let namespace = jobset.namespace().unwrap_or_default();
+    let uid = jobset.uid().unwrap_or_default();
+
+    // observe: our Jobs are those whose controller owner reference carries this JobSet's UID; a Job with the
+    // same name owned by an earlier JobSet of the same name is foreign.
+    let owned: Vec<Job> = ctx
+        .jobs
+        .state()
+        .iter()
+        .filter(|job| job.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|job| job.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid))
+        .map(|job| Job::clone(job))
+        .collect();
+    let family = plan::children::Family::new(jobset);
+    let service_exists = if family.dns_hostnames() {
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+        services.get_opt(family.subdomain()).await.map_err(kube_err("get_service"))?.is_some()
+    } else {
+        false
+    };
+
+    // plan
+    let plan = plan::plan(Input { jobset, jobs: &owned, service_exists, now: Timestamp::now(), gates: ctx.gates })?;
+
+    // apply
+    for action in &plan.actions {
+        apply(action, jobset, &namespace, ctx).await?;
+    }
+
+    // one status write, then events
+    if plan.status_changed {
+        let mut updated = jobset.clone();
+        updated.status = Some(plan.status.clone());
+        updated.metadata.managed_fields = None;
+        let api: Api<JobSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.replace_status(&jobset.name_any(), &PostParams::default(), &updated)
+            .await
+            .map_err(kube_err("update_status"))?;
+        if let Some(finish) = plan.finished {
+            let labels = JobSetLabels { jobset_name: jobset.name_any(), namespace: namespace.clone() };
+            match finish {
+                Finish::Completed => ctx.metrics.completed.get_or_create(&labels).inc(),
+                Finish::Failed => ctx.metrics.failed.get_or_create(&labels).inc(),
+            };
+        }
+    }
+    for event in &plan.events {
+        publish(ctx, jobset, event.type_, &event.reason, &event.message).await;
+    }
+    Ok(plan.requeue_after.map_or(Requeue::requeue(RESYNC), Requeue::requeue))
+}
+
+async fn publish(ctx: &Context, jobset: &JobSet, type_: EventType, reason: &str, message: &str) {
+    let event = KubeEvent {
+        type_: match type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        },
+        reason: reason.into(),
+        note: Some(message.into()),
+        action: "Reconciling".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &jobset.object_ref(&())).await {
+        tracing::warn!(%err, reason, "cannot publish event");
+    }
+}
+
+fn foreground() -> DeleteParams {
+    DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..DeleteParams::default() }
+}
+
+async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context) -> Result<(), Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match action {
+        Action::DeleteJobs(names) => {
+            futures::stream::iter(names.clone().into_iter().map(|name| {
+                let jobs = jobs.clone();
+                async move {
+                    match jobs.delete(&name, &foreground()).await {
+                        Err(err) if !is_status(&err, 404) => Err(kube_err("delete_job")(err)),
+                        _ => Ok(()),
+                    }
+                }
+            }))
+            .buffer_unordered(MAX_PARALLEL_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        }
+        Action::CreateService(service) => {
+            let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+            if let Err(err) = api.create(&PostParams::default(), service).await
+                && !is_status(&err, 409)
+            {
+                publish(
+                    ctx,
+                    jobset,
+                    EventType::Warning,
+                    keys::EVENT_HEADLESS_SERVICE_CREATION_FAILED,
+                    &err.to_string(),
+                )
+                .await;
+                return Err(Error::ServiceCreation(err));
+            }
+        }
+        Action::CreateClaims(claims) => {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+            for claim in claims {
+                if let Err(err) = api.create(&PostParams::default(), claim).await
+                    && !is_status(&err, 409)
+                {
+                    publish(ctx, jobset, EventType::Warning, keys::EVENT_PVC_CREATION_FAILED, &err.to_string()).await;
+                    return Err(Error::ClaimCreation(err));
+                }
+            }
+        }
+        Action::ScaleJob { name, parallelism, completions } => {
+            let patch = json!({"spec": {"parallelism": parallelism, "completions": completions}});
+            jobs.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.map_err(kube_err("scale_job"))?;
+        }
+        Action::CreateJobs(new_jobs) => {
+            let failures: Vec<String> = futures::stream::iter(new_jobs.clone().into_iter().map(|job| {
+                let jobs = jobs.clone();
+                async move {
+                    match jobs.create(&PostParams::default(), &job).await {
+                        // Our cache lags our own writes; an existing Job is the one we want.
+                        Err(err) if !is_status(&err, 409) => {
+                            Some(format!("job \"{}\" creation failed with error: {err}", job.name_any()))
+                        }
+                        _ => None,
+                    }
+                }
+            }))
+            .buffer_unordered(MAX_PARALLEL_WRITES)
+            .filter_map(future::ready)
+            .collect()
+            .await;
+            if !failures.is_empty() {
+                let message = failures.join("\n");
+                publish(ctx, jobset, EventType::Warning, keys::EVENT_JOB_CREATION_FAILED, &message).await;
+                return Err(Error::JobCreation(message));
+            }
+        }
+        Action::SuspendJobs(names) => {
+            for name in names {
+                let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
+                jobs.patch(name, &PatchParams::default(), &patch).await.map_err(kube_err("suspend_job"))?;
+            }
+        }
+        Action::ClearStartTime(name) => {
+            let patch = Patch::Merge(json!({"status": {"startTime": null}}));
+            jobs.patch_status(name, &PatchParams::default(), &patch).await.map_err(kube_err("clear_start_time"))?;
+        }
+        Action::ResumeJob(job) => {
+            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass.
+            jobs.replace(&job.name_any(), &PostParams::default(), job).await.map_err(kube_err("resume_job"))?;
+        }
+        Action::DeleteJobSet => {
+            let api: Api<JobSet> = Api::namespaced(ctx.client.clone(), namespace);
+            match api.delete(&jobset.name_any(), &foreground()).await {
+                Err(err) if !is_status(&err, 404) => return Err(kube_err("delete_jobset")(err)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
