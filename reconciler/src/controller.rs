@@ -71,6 +71,14 @@ pub struct Context {
     jobs: Store<Job>,
 }
 
+/// The API server's own message, as Go's client prints it (`jobs.batch "x" already exists`).
+fn api_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
@@ -173,6 +181,11 @@ async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Erro
     Ok(plan.requeue_after.map_or(Requeue::requeue(RESYNC), Requeue::requeue))
 }
 
+async fn owned_by(jobs: &Api<Job>, name: &str, uid: &str) -> bool {
+    matches!(jobs.get_opt(name).await, Ok(Some(job))
+        if job.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid))
+}
+
 async fn publish(ctx: &Context, jobset: &JobSet, type_: EventType, reason: &str, message: &str) {
     let event = KubeEvent {
         type_: match type_ {
@@ -220,7 +233,7 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
                     jobset,
                     EventType::Warning,
                     keys::EVENT_HEADLESS_SERVICE_CREATION_FAILED,
-                    &err.to_string(),
+                    &api_message(&err),
                 )
                 .await;
                 return Err(Error::ServiceCreation(err));
@@ -232,7 +245,7 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
                 if let Err(err) = api.create(&PostParams::default(), claim).await
                     && !is_status(&err, 409)
                 {
-                    publish(ctx, jobset, EventType::Warning, keys::EVENT_PVC_CREATION_FAILED, &err.to_string()).await;
+                    publish(ctx, jobset, EventType::Warning, keys::EVENT_PVC_CREATION_FAILED, &api_message(&err)).await;
                     return Err(Error::ClaimCreation(err));
                 }
             }
@@ -242,15 +255,21 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
             jobs.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.map_err(kube_err("scale_job"))?;
         }
         Action::CreateJobs(new_jobs) => {
+            let uid = jobset.uid().unwrap_or_default();
             let failures: Vec<String> = futures::stream::iter(new_jobs.clone().into_iter().map(|job| {
                 let jobs = jobs.clone();
+                let uid = uid.clone();
                 async move {
                     match jobs.create(&PostParams::default(), &job).await {
-                        // Our cache lags our own writes; an existing Job is the one we want.
-                        Err(err) if !is_status(&err, 409) => {
-                            Some(format!("job \"{}\" creation failed with error: {err}", job.name_any()))
-                        }
-                        _ => None,
+                        // Our cache lags our own writes: a Job we own already is the one we want; any other
+                        // Job of that name is a real collision.
+                        Err(err) if is_status(&err, 409) && owned_by(&jobs, &job.name_any(), &uid).await => None,
+                        Err(err) => Some(format!(
+                            "job \"{}\" creation failed with error: {}",
+                            job.name_any(),
+                            api_message(&err)
+                        )),
+                        Ok(_) => None,
                     }
                 }
             }))
