@@ -85,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             get(move || {
                 let ready = ready_flag.load(Ordering::Relaxed);
                 async move {
-                    if ready { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not leading yet") }
+                    if ready { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
                 }
             }),
         );
@@ -96,6 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop_tx.send(true);
     });
+    // Ready means "serving": a standby replica waiting for the Lease is ready too, or a rolling update of a
+    // two-replica Deployment would never finish.
+    ready.store(true, Ordering::Relaxed);
     let mut lost_lease = None;
     if leader_elect {
         let namespace = config
@@ -123,7 +126,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("leading");
         lost_lease = Some(leading);
     }
-    ready.store(true, Ordering::Relaxed);
 
     // Fail-stop when the lease is lost, as kube-controller-manager does: the pod restarts and competes again.
     let shutdown = async move {
