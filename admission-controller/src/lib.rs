@@ -1,15 +1,27 @@
 //! Muster's admission side. So far: the JobSet admission webhooks (upstream-compatible defaulting and validation)
 //! and the TLS server that serves them.
 //!
-//! Starting the webhook server in-process, e.g. from an integration test:
+//! Starting the webhook server in-process, e.g. from an integration test, and registering it with an API server:
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), muster_admission::server::ServeError> {
-//! use muster_admission::server::{ServeConfig, serve};
+//! # async fn example(client: kube::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+//! use kube::api::{Api, PostParams};
+//! use muster_admission::webhook::config::{mutating_configuration, validating_configuration};
+//! use muster_admission::{ServeConfig, serve};
+//!
+//! // 127.0.0.1:0, a fresh CA and a serving certificate for 127.0.0.1 and localhost.
 //! let server = serve(ServeConfig::loopback()).await?;
-//! let url = server.url("/validate-jobset-x-k8s-io-v1alpha2-jobset");
-//! let ca_pem = server.ca_pem();
-//! // register webhook configurations pointing at `url`, trusting `ca_pem`; dropping `server` stops it.
+//! let ca = server.ca_pem().map(str::as_bytes);
+//! let target = server.webhook_target();
+//! Api::<MutatingWebhookConfiguration>::all(client.clone())
+//!     .create(&PostParams::default(), &mutating_configuration(&target, ca))
+//!     .await?;
+//! Api::<ValidatingWebhookConfiguration>::all(client)
+//!     .create(&PostParams::default(), &validating_configuration(&target, ca))
+//!     .await?;
+//! // ... create JobSets; rejections read `admission webhook "vjobset.kb.io" denied the request: ...`.
+//! drop(server); // stops the server and closes its connections
 //! # Ok(()) }
 //! ```
 

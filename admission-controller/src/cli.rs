@@ -1,0 +1,201 @@
+//! The `muster-admission` command line and process wiring: flags, logging, and running the webhook and health
+//! servers until SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::features::FeatureGates;
+use crate::kube_io::{KubePvcs, SelfManaged, run_self_managed};
+use crate::server::{CertSource, ServeConfig, ServeError, serve};
+use crate::tls::{CertStore, watch_cert_dir};
+use crate::webhook::config;
+use crate::webhook::http::{Limits, health_router};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Muster's admission server: upstream-compatible JobSet defaulting and validation webhooks over TLS.
+#[derive(Debug, Parser)]
+#[command(name = "muster-admission", version)]
+pub struct Args {
+    /// Port of the HTTPS webhook server.
+    #[arg(long, default_value_t = 9443)]
+    pub webhook_port: u16,
+    /// Address the webhook server binds.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub webhook_host: IpAddr,
+    /// Directory holding tls.crt and tls.key (cert-manager's Secret, mounted); re-read when it changes.
+    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    pub cert_dir: PathBuf,
+    /// How often --cert-dir is checked for a new certificate, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub cert_poll_seconds: u64,
+    /// Generate the CA and serving certificate ourselves, keep them in a Secret and patch caBundle into the
+    /// webhook configurations (instead of reading --cert-dir).
+    #[arg(long)]
+    pub self_managed_certs: bool,
+    /// Namespace of the webhook Service and certificate Secret.
+    #[arg(long, env = "POD_NAMESPACE", default_value = config::NAMESPACE)]
+    pub namespace: String,
+    /// Service the API server calls; the self-managed certificate covers its DNS names.
+    #[arg(long, default_value = config::SERVICE_NAME)]
+    pub webhook_service_name: String,
+    /// Secret holding the self-managed certificates.
+    #[arg(long, default_value = config::SECRET_NAME)]
+    pub webhook_secret_name: String,
+    /// Address of /healthz and /readyz (Go syntax: ":8081" is every interface; "0" disables them).
+    #[arg(long, default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// Feature gates, e.g. "RestartJob=true,ElasticJobSet=true". InPlaceRestart cannot be enabled.
+    #[arg(long, default_value = "")]
+    pub feature_gates: FeatureGates,
+    /// Seconds a webhook request may take, body included.
+    #[arg(long, default_value_t = 9)]
+    pub request_timeout_seconds: u64,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid bind address {0:?}")]
+    BindAddress(String),
+    #[error("setting up logging: {0}")]
+    Tracing(String),
+    #[error("connecting to the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("health server: {0}")]
+    Health(#[source] std::io::Error),
+}
+
+/// Parses a Go-style listen address: `:8081`, `127.0.0.1:8081`, `[::1]:8081`; `0` means disabled.
+pub fn parse_bind_address(s: &str) -> Result<Option<SocketAddr>, RunError> {
+    if s == "0" {
+        return Ok(None);
+    }
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    full.parse().map(Some).map_err(|_| RunError::BindAddress(s.to_owned()))
+}
+
+/// Logging to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) -> Result<(), RunError> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| RunError::Tracing(e.to_string()))
+}
+
+/// Runs the webhook server (and the health server) until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> Result<(), RunError> {
+    // Only ring is compiled in; installing it explicitly keeps the kube client's TLS from guessing.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let health_addr = parse_bind_address(&args.health_probe_bind_address)?;
+    let client = kube::Client::try_default().await?;
+
+    let store = CertStore::new();
+    let cert_task = if args.self_managed_certs {
+        let self_managed = SelfManaged {
+            namespace: args.namespace.clone(),
+            secret_name: args.webhook_secret_name.clone(),
+            service_name: args.webhook_service_name.clone(),
+            mutating_configuration: config::MUTATING_CONFIGURATION.into(),
+            validating_configuration: config::VALIDATING_CONFIGURATION.into(),
+            refresh: Duration::from_secs(60 * 60),
+        };
+        tokio::spawn(run_self_managed(client.clone(), self_managed, store.clone()))
+    } else {
+        let poll = Duration::from_secs(args.cert_poll_seconds.max(1));
+        tokio::spawn(watch_cert_dir(store.clone(), args.cert_dir.clone(), poll))
+    };
+
+    let server = serve(ServeConfig {
+        addr: SocketAddr::new(args.webhook_host, args.webhook_port),
+        certs: CertSource::Store(store.clone()),
+        gates: args.feature_gates,
+        pvcs: Arc::new(KubePvcs(client)),
+        limits: Limits { request_timeout: Duration::from_secs(args.request_timeout_seconds), ..Limits::default() },
+        handshake_timeout: Duration::from_secs(10),
+    })
+    .await?;
+
+    let health_task = match health_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(RunError::Health)?;
+            let ready_store = store.clone();
+            let app = health_router(Arc::new(move || ready_store.is_ready()));
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "health server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    cert_task.abort();
+    if let Some(task) = health_task {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_in_go_syntax() {
+        assert_eq!(parse_bind_address(":8081").ok().flatten(), Some(SocketAddr::from(([0, 0, 0, 0], 8081))));
+        assert_eq!(parse_bind_address("127.0.0.1:9").ok().flatten(), Some(SocketAddr::from(([127, 0, 0, 1], 9))));
+        assert!(matches!(parse_bind_address("0"), Ok(None)));
+        assert!(parse_bind_address("nope").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults_and_gates() {
+        let args = Args::try_parse_from(["muster-admission", "--feature-gates", "RestartJob=true"]).expect("parse");
+        assert_eq!(args.webhook_port, 9443);
+        assert!(args.feature_gates.restart_job);
+        assert!(!args.self_managed_certs);
+        assert_eq!(args.health_probe_bind_address, ":8081");
+        assert!(Args::try_parse_from(["muster-admission", "--feature-gates", "InPlaceRestart=true"]).is_err());
+    }
+}
