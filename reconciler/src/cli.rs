@@ -79,16 +79,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
     let health_listener = tokio::net::TcpListener::bind(socket_addr(&health_addr)?).await?;
     let ready_flag = ready.clone();
-    let health_app =
-        Router::new().route("/healthz", get(|| async { "ok" })).route(
-            "/readyz",
-            get(move || {
-                let ready = ready_flag.load(Ordering::Relaxed);
-                async move {
-                    if ready { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
-                }
-            }),
-        );
+    let health_app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let ready = ready_flag.load(Ordering::Relaxed);
+            async move { if ready { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") } }
+        }),
+    );
     tokio::spawn(async move { axum::serve(health_listener, health_app).await });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
