@@ -1,0 +1,239 @@
+//! `muster-demo`: Muster's main job on one machine. Starts the local control plane (built from the Kubernetes
+//! Go modules) with simulated GPU nodes, runs Muster's components against it, applies the JobSets in
+//! `examples/` and shows their progress live until they finish.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use muster_admission::webhook::config::{mutating_configuration, validating_configuration};
+use muster_admission::{ServeConfig, serve};
+use muster_api::JobSet;
+use muster_api::keys;
+use muster_tests::{ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, TestCluster, yaml_files_in};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(about = "Run Muster on a local control plane with simulated GPU nodes and watch the example JobSets")]
+struct Args {
+    /// Simulated GPU nodes (8 GPUs each).
+    #[arg(long, default_value_t = 16)]
+    nodes: u32,
+    /// How long each example pod runs before it succeeds.
+    #[arg(long, default_value = "20s")]
+    pod_duration: String,
+    /// Keep the cluster running after the examples finish, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Directory of JobSets to apply.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))]
+    examples: PathBuf,
+}
+
+const GPU_PRODUCT: (&str, &str) = ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3");
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+
+    eprintln!(
+        "==> starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) with {} GPU nodes",
+        args.nodes
+    );
+    let mut config = ClusterConfig::full()
+        .controllers(
+            DEFAULT_CONTROLLERS
+                .iter()
+                .copied()
+                .chain(["persistentvolume-binder-controller", "persistentvolumeclaim-protection-controller"]),
+        )
+        .crds(yaml_files_in(&repo.join("deploy/controller/crds"))?);
+    for i in 0..args.nodes {
+        config = config.node(
+            FakeNode::new(format!("gpu-node-{i}")).gpus(8).cpu("128").memory("2Ti").label(GPU_PRODUCT.0, GPU_PRODUCT.1),
+        );
+    }
+    let started = Instant::now();
+    let cluster = TestCluster::start(config).await.context("starting the local control plane")?;
+    eprintln!("    ready in {:.1?}", started.elapsed());
+    let client = cluster.client()?;
+
+    eprintln!("==> starting Muster: JobSet webhook (defaulting + validation) and JobSet reconciler");
+    let webhook = serve(ServeConfig::loopback()).await?;
+    let ca = webhook.ca_pem().map(str::as_bytes);
+    let target = webhook.webhook_target();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mutating_configuration(&target, ca))
+        .await?;
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &validating_configuration(&target, ca))
+        .await?;
+    let metrics = muster_reconciler::metrics::Metrics::register(&mut Registry::default());
+    let reconciler = tokio::spawn(muster_reconciler::controller::run(
+        client.clone(),
+        metrics,
+        muster_reconciler::plan::FeatureGates::default(),
+        std::future::pending(),
+    ));
+    eprintln!("    not yet part of the demo (being built): gang admission, scheduler extender, gpu-agent");
+
+    create_volumes(&client).await?;
+    let names = apply_examples(&client, &args.examples, &args.pod_duration).await?;
+    eprintln!("==> applied {} JobSets from {}", names.len(), args.examples.display());
+
+    let outcome = tokio::select! {
+        result = watch(&client, &names) => result,
+        _ = tokio::signal::ctrl_c() => Ok(false),
+    };
+    let finished = outcome?;
+    print_summary(&cluster, finished);
+    if args.keep && finished {
+        eprintln!("(--keep) the cluster stays up; Ctrl-C to stop it");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    reconciler.abort();
+    drop(webhook);
+    drop(cluster); // stops every process it started
+    Ok(())
+}
+
+/// Static volumes for the examples' claims (there is no storage provisioner): the real PV controller binds them.
+async fn create_volumes(client: &Client) -> anyhow::Result<()> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for (name, class, size) in [("demo-shared-fs", "shared-fs", "4Ti"), ("demo-scratch", "", "1Ti")] {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteMany"], "storageClassName": class,
+                "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": format!("/demo/{name}")}}
+        }))?;
+        volumes.create(&PostParams::default(), &pv).await?;
+    }
+    Ok(())
+}
+
+/// Applies every example (server-side apply, as `kubectl apply --server-side` would), with a pod run time so the
+/// simulated pods finish.
+async fn apply_examples(client: &Client, dir: &Path, duration: &str) -> anyhow::Result<Vec<String>> {
+    let jobsets: Api<JobSet> = Api::namespaced(client.clone(), "default");
+    let mut names = Vec::new();
+    for file in yaml_files_in(dir)? {
+        for mut doc in muster_tests::load_yaml_documents(&file)? {
+            for rjob in doc["spec"]["replicatedJobs"].as_array_mut().into_iter().flatten() {
+                let meta = &mut rjob["template"]["spec"]["template"]["metadata"];
+                if meta.is_null() {
+                    *meta = json!({});
+                }
+                meta["annotations"]["muster.dev/test-duration"] = json!(duration);
+            }
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            jobsets
+                .patch(&name, &PatchParams::apply("muster-demo"), &Patch::Apply(&doc))
+                .await
+                .with_context(|| format!("applying {}", file.display()))?;
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// One row per JobSet, redrawn every second; returns once every JobSet finished.
+async fn watch(client: &Client, names: &[String]) -> anyhow::Result<bool> {
+    let jobsets: Api<JobSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let all = pods.list(&ListParams::default().labels(keys::JOBSET_NAME)).await?.items;
+        let mut table = format!(
+            "{:<18} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
+            "JOBSET", "STATE", "RESTARTS", "JOBS", "PODS", "GPUS", "NODES", "REASON"
+        );
+        let mut done = 0;
+        for name in names {
+            let Some(js) = jobsets.get_opt(name).await? else { continue };
+            let status = js.status.clone().unwrap_or_default();
+            let mine: Vec<&Pod> = all.iter().filter(|p| p.labels().get(keys::JOBSET_NAME) == Some(name)).collect();
+            let running: Vec<&Pod> = mine
+                .iter()
+                .copied()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .collect();
+            let gpus: i64 = running.iter().map(|p| pod_gpus(p)).sum();
+            let nodes: BTreeMap<&str, ()> =
+                running.iter().filter_map(|p| p.spec.as_ref()?.node_name.as_deref()).map(|n| (n, ())).collect();
+            let total: i32 = js.spec.replicated_jobs.iter().map(|r| r.replicas()).sum();
+            let succeeded: i32 = status.replicated_jobs_status.iter().map(|r| r.succeeded).sum();
+            let state = status.terminal_state.clone().unwrap_or_else(|| {
+                if js.suspended() {
+                    "Suspended".into()
+                } else if running.is_empty() {
+                    "Starting".into()
+                } else {
+                    "Running".into()
+                }
+            });
+            if status.terminal_state.is_some() {
+                done += 1;
+            }
+            let reason = status
+                .conditions
+                .iter()
+                .filter(|c| c.status == "True")
+                .max_by_key(|c| c.last_transition_time.0)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            table.push_str(&format!(
+                "{:<18} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
+                name,
+                state,
+                status.restarts,
+                format!("{succeeded}/{total} ok"),
+                format!("{}/{} run", running.len(), mine.len()),
+                gpus,
+                nodes.len(),
+                reason
+            ));
+        }
+        if tty {
+            print!("\x1b[2J\x1b[H{table}\n  {:.0?} elapsed; Ctrl-C stops everything\n", started.elapsed());
+            std::io::stdout().flush()?;
+        } else if table != last {
+            println!("[{:>4.0?}]\n{table}", started.elapsed());
+        }
+        last = table;
+        if done == names.len() {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn pod_gpus(pod: &Pod) -> i64 {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get(keys::GPU_RESOURCE))
+        .filter_map(|q| q.0.parse::<i64>().ok())
+        .sum()
+}
+
+fn print_summary(cluster: &TestCluster, finished: bool) {
+    println!();
+    println!("{}", if finished { "All example JobSets finished." } else { "Stopped." });
+    println!("While the cluster runs (use --keep), poke at it with:");
+    println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
+    println!("  kubectl get jobsets,jobs,pods -o wide");
+    println!("  kubectl describe jobset llm-pretrain");
+    println!("Component logs: {}", cluster.dir().join("logs").display());
+}
