@@ -550,3 +550,84 @@ async fn deleted_service_is_recreated_and_ttl_deletes_finished_jobsets() {
     .await
     .expect("TTL honoured");
 }
+
+#[tokio::test]
+async fn generate_name_coordinator_and_depends_on() {
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("genname").await.expect("namespace");
+    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let mut js = jobset("", json!({"coordinator": {"replicatedJob": "a", "jobIndex": 0, "podIndex": 0}}));
+    js.metadata.name = None;
+    js.metadata.generate_name = Some("train-".into());
+    js.spec.replicated_jobs[1].depends_on =
+        vec![serde_json::from_value(json!({"name": "a", "status": "Complete"})).expect("dependsOn")];
+    let created = create(&ns, &js).await;
+    let name = created.name_any();
+    assert!(name.starts_with("train-") && name.len() == "train-".len() + 5, "{name}");
+
+    // Only a's Job exists until it completes; the subdomain and coordinator use the generated name.
+    let first = wait_jobs(&ns, &name, 1, "0").await;
+    let coordinator = format!("{name}-a-0-0.{name}");
+    assert_eq!(first[0].labels().get(COORDINATOR), Some(&coordinator));
+    assert_eq!(first[0].annotations().get(COORDINATOR), Some(&coordinator));
+    let pod = first[0].spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
+    assert_eq!(pod.subdomain.as_deref(), Some(name.as_str()));
+    make_ready(&ns, &first[0]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(jobs_of(&ns, &name).await.len(), 1, "b depends on a being Complete, not Ready");
+    complete(&ns, &first[0]).await;
+    let all = wait_jobs(&ns, &name, 4, "0").await;
+    assert!(all.iter().all(|j| j.labels().get(COORDINATOR) == Some(&coordinator)));
+    assert!(ns.api::<Service>().get_opt(&name).await.expect("get").is_some(), "service named after the JobSet");
+}
+
+#[tokio::test]
+async fn retained_claim_is_reused_by_the_next_jobset() {
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("reuse").await.expect("namespace");
+    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let with_claim = |name: &str| {
+        let mut js = jobset(
+            name,
+            json!({"volumeClaimPolicies": [{"templates": [{"metadata": {"name": "ckpt"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+            "retentionPolicy": {"whenDeleted": "Retain"}}]}),
+        );
+        let pod =
+            js.spec.replicated_jobs[0].template.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("pod");
+        pod.containers[0].volume_mounts =
+            Some(vec![serde_json::from_value(json!({"name": "ckpt", "mountPath": "/ckpt"})).expect("mount")]);
+        js
+    };
+    create(&ns, &with_claim("run")).await;
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    let first = eventually("claim", WAIT, || async {
+        claims.get_opt("ckpt-run").await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_string())
+    })
+    .await
+    .expect("claim created");
+    ns.api::<JobSet>().delete("run", &DeleteParams::default()).await.expect("delete");
+    eventually("JobSet gone", WAIT, || async {
+        match ns.api::<JobSet>().get_opt("run").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await
+    .expect("deleted");
+    // Same name again: the retained claim is mounted as it is, not recreated.
+    create(&ns, &with_claim("run")).await;
+    let jobs = wait_jobs(&ns, "run", 4, "0").await;
+    let volumes: Vec<String> = jobs[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.volumes.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
+        .collect();
+    assert_eq!(volumes, ["ckpt-run"]);
+    let again = claims.get("ckpt-run").await.expect("claim");
+    assert_eq!(again.uid(), first.uid(), "the same claim, carrying the previous run's checkpoint");
+}
