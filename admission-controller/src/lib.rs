@@ -27,6 +27,7 @@
 
 pub mod cli;
 pub mod features;
+pub mod gang;
 pub mod kube_io;
 pub mod server;
 pub mod tls;

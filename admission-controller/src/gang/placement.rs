@@ -1,0 +1,582 @@
+//! All-or-nothing placement of a gang: every pod slot gets a node, or the gang is not placed and nothing changes.
+//!
+//! Per Job, in this order of preference:
+//! 1. all its pods on one node — the node with the least free GPUs that holds them (best fit), so that partly
+//!    used nodes fill up first and whole nodes stay free for whole-node Jobs;
+//! 2. all its pods within one topology domain (per configured label key, narrowest first) — the domain with the
+//!    fewest free GPUs that holds them, filled largest-room node first and best fit for the last pods;
+//! 3. anywhere: largest-room nodes first, best fit for the rest.
+//!
+//! Nodes this gang already uses are preferred on ties, which keeps a gang's Jobs together. Pod sets are placed
+//! largest Job first (big pieces before small ones). Iteration follows the model's name-ordered indexes and every
+//! tie is broken by node name, so the same model and gang always give the same placement.
+//!
+//! The same algorithm runs against two views: the current free room ([`place`]) and the room of an empty cluster
+//! ([`place_on_empty`]), which decides whether a gang can ever fit and which nodes a head gang holds.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+
+use muster_api::gang::SlotPlacement;
+
+use super::Resources;
+use super::demand::GangDemand;
+use super::model::{ClusterModel, Domain};
+use super::nodeset::{NodeId, NodeSet};
+
+/// Where a gang may go, besides its own constraints.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Restrict<'a> {
+    /// Nodes it must not use (e.g. held for a head gang).
+    pub excluded: Option<&'a NodeSet>,
+    /// If set, the only nodes it may use.
+    pub only: Option<&'a NodeSet>,
+}
+
+impl Restrict<'_> {
+    fn allows(&self, id: NodeId) -> bool {
+        !self.excluded.is_some_and(|s| s.contains(id)) && self.only.is_none_or(|s| s.contains(id))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Ordered by pod set (as in the gang), Job index, pod index.
+    pub slots: Vec<SlotPlacement>,
+    /// What the gang takes per node; what [`ClusterModel::reserve`] needs.
+    pub per_node: BTreeMap<String, Resources>,
+}
+
+/// The first Job that could not be placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoFit {
+    pub pod_set: String,
+    pub job_index: u32,
+}
+
+/// Places `gang` on the current free room of `model`.
+pub fn place(model: &ClusterModel, gang: &GangDemand, restrict: Restrict<'_>) -> Result<Placement, NoFit> {
+    if let Some(no) = cannot_fit_now(model, gang) {
+        return Err(no);
+    }
+    place_with(&Current(model), gang, restrict)
+}
+
+/// A cheap necessary condition from the free-GPU buckets alone (no eligibility, no CPU): most gangs that do not
+/// fit a busy cluster are turned away here without a search.
+fn cannot_fit_now(model: &ClusterModel, gang: &GangDemand) -> Option<NoFit> {
+    if gang.total_gpus() > model.total_free_gpus() {
+        let ps = gang.pod_sets.iter().find(|p| p.per_pod.gpus > 0)?;
+        return Some(NoFit { pod_set: ps.name.clone(), job_index: 0 });
+    }
+    for ps in gang.pod_sets.iter().filter(|p| p.per_pod.gpus > 0) {
+        let g = ps.per_pod.gpus;
+        let pods: u64 = model.buckets().range(g..).map(|(&b, nodes)| u64::from(b / g) * nodes.len() as u64).sum();
+        if pods < u64::from(ps.pods()) {
+            return Some(NoFit { pod_set: ps.name.clone(), job_index: 0 });
+        }
+    }
+    None
+}
+
+/// What an empty cluster offers, for [`place_on_empty`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmptyBasis {
+    /// Nothing held at all: trusted healthy GPUs, allocatable CPU, memory and pods. "Can this ever fit?"
+    Everything,
+    /// Gangs hold nothing, but pods that belong to no gang stay: what a head gang can count on once the gangs
+    /// on its held nodes finish.
+    KeepForeignPods,
+}
+
+/// Node orders of an empty cluster, built once (a sort of all nodes) and reused for many gangs while the set of
+/// nodes does not change.
+#[derive(Clone, Debug)]
+pub struct EmptyOrder {
+    basis: EmptyBasis,
+    /// (capacity GPUs, id) by capacity GPUs, then most free now, then name.
+    up: Vec<(u32, NodeId)>,
+    /// By capacity GPUs descending, then most free now, then name.
+    down: Vec<NodeId>,
+}
+
+impl EmptyOrder {
+    pub fn new(model: &ClusterModel, basis: EmptyBasis) -> Self {
+        let room = |id| empty_room(model, basis, id).gpus;
+        let mut nodes: Vec<(u32, Reverse<u32>, &str, NodeId)> =
+            model.nodes().iter().map(|id| (room(id), Reverse(model.free(id).gpus), model.name(id), id)).collect();
+        nodes.sort_unstable();
+        let up = nodes.iter().map(|&(cap, _, _, id)| (cap, id)).collect();
+        nodes.sort_unstable_by(|a, b| (Reverse(a.0), a.1, a.2).cmp(&(Reverse(b.0), b.1, b.2)));
+        let down = nodes.iter().map(|n| n.3).collect();
+        EmptyOrder { basis, up, down }
+    }
+}
+
+fn empty_room(model: &ClusterModel, basis: EmptyBasis, id: NodeId) -> Resources {
+    match (basis, model.slot(id)) {
+        (EmptyBasis::KeepForeignPods, Some(slot)) => slot.capacity.saturating_sub(slot.foreign),
+        (_, slot) => slot.map_or(Resources::ZERO, |s| s.capacity),
+    }
+}
+
+/// Places `gang` on an empty cluster (see [`EmptyBasis`]). Among equal fits it prefers nodes with more room free
+/// now, so that a head gang holds the nodes it can have soonest.
+pub fn place_on_empty(
+    model: &ClusterModel,
+    gang: &GangDemand,
+    basis: EmptyBasis,
+    restrict: Restrict<'_>,
+) -> Result<Placement, NoFit> {
+    place_on_empty_ordered(model, &EmptyOrder::new(model, basis), gang, restrict)
+}
+
+/// [`place_on_empty`] with a prebuilt order (valid while no node is added, removed or changes capacity).
+pub fn place_on_empty_ordered(
+    model: &ClusterModel,
+    order: &EmptyOrder,
+    gang: &GangDemand,
+    restrict: Restrict<'_>,
+) -> Result<Placement, NoFit> {
+    place_with(&Empty { model, order }, gang, restrict)
+}
+
+/// Per-node totals of a recorded placement (e.g. `Gang.status.placement` after a restart), for
+/// [`ClusterModel::reserve`]. Slots of pod sets the gang does not have are an error.
+pub fn per_node_of(gang: &GangDemand, slots: &[SlotPlacement]) -> Result<BTreeMap<String, Resources>, String> {
+    let mut per_node: BTreeMap<String, Resources> = BTreeMap::new();
+    for slot in slots {
+        let ps = gang.pod_sets.iter().find(|p| p.name == slot.pod_set).ok_or_else(|| slot.pod_set.clone())?;
+        let total = per_node.entry(slot.node.clone()).or_default();
+        *total = total.saturating_add(ps.per_pod);
+    }
+    Ok(per_node)
+}
+
+/// The room placement sees, and node orders to search it in.
+trait View {
+    fn model(&self) -> &ClusterModel;
+    fn room(&self, id: NodeId) -> Resources;
+    /// Nodes with at least `min_gpus` GPUs of room, least room first, ties by name.
+    fn ascending(&self, min_gpus: u32) -> impl Iterator<Item = NodeId> + '_;
+    /// Nodes by most GPU room first, ties by name.
+    fn descending(&self) -> impl Iterator<Item = NodeId> + '_;
+    /// An upper bound of the GPU room of a domain, to skip domains cheaply.
+    fn domain_gpu_bound(&self, domain: &Domain) -> u64;
+}
+
+struct Current<'m>(&'m ClusterModel);
+
+impl View for Current<'_> {
+    fn model(&self) -> &ClusterModel {
+        self.0
+    }
+    fn room(&self, id: NodeId) -> Resources {
+        self.0.free(id)
+    }
+    fn ascending(&self, min_gpus: u32) -> impl Iterator<Item = NodeId> + '_ {
+        self.0.buckets().range(min_gpus..).flat_map(|(_, set)| set.iter().map(|r| r.id))
+    }
+    fn descending(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.0.buckets().iter().rev().flat_map(|(_, set)| set.iter().map(|r| r.id))
+    }
+    fn domain_gpu_bound(&self, domain: &Domain) -> u64 {
+        domain.free_gpus
+    }
+}
+
+struct Empty<'m> {
+    model: &'m ClusterModel,
+    order: &'m EmptyOrder,
+}
+
+impl View for Empty<'_> {
+    fn model(&self) -> &ClusterModel {
+        self.model
+    }
+    fn room(&self, id: NodeId) -> Resources {
+        empty_room(self.model, self.order.basis, id)
+    }
+    fn ascending(&self, min_gpus: u32) -> impl Iterator<Item = NodeId> + '_ {
+        let start = self.order.up.partition_point(|&(cap, _)| cap < min_gpus);
+        self.order.up[start..].iter().map(|&(_, id)| id)
+    }
+    fn descending(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.order.down.iter().copied()
+    }
+    fn domain_gpu_bound(&self, _domain: &Domain) -> u64 {
+        u64::MAX
+    }
+}
+
+/// What this gang has taken so far, per node.
+struct Tentative<'v, V> {
+    view: &'v V,
+    used: HashMap<NodeId, Resources>,
+    /// The keys of `used`, for the hot membership test of the node walks.
+    touched: NodeSet,
+}
+
+impl<V: View> Tentative<'_, V> {
+    fn room(&self, id: NodeId) -> Resources {
+        let room = self.view.room(id);
+        self.used.get(&id).map_or(room, |u| room.saturating_sub(*u))
+    }
+
+    fn take(&mut self, id: NodeId, r: Resources) {
+        let u = self.used.entry(id).or_default();
+        *u = u.saturating_add(r);
+        self.touched.insert(id);
+    }
+
+    /// The node with the least GPU room that holds `n` pods (best fit); nodes this gang uses win ties.
+    fn best_single(&self, allowed: &dyn Fn(NodeId) -> bool, per_pod: Resources, n: u32) -> Option<NodeId> {
+        let need = per_pod.times(n);
+        let model = self.view.model();
+        let touched = self
+            .used
+            .keys()
+            .copied()
+            .filter(|&id| allowed(id))
+            .filter_map(|id| {
+                let room = self.room(id);
+                need.fits_in(&room).then(|| (room.gpus - need.gpus, model.name(id), id))
+            })
+            .min();
+        let fresh = self
+            .view
+            .ascending(need.gpus)
+            .filter(|&id| allowed(id) && !self.touched.contains(id))
+            .find(|&id| need.fits_in(&self.view.room(id)))
+            .map(|id| (self.view.room(id).gpus - need.gpus, id));
+        match (touched, fresh) {
+            (Some((t_left, _, t)), Some((f_left, f))) => Some(if t_left <= f_left { t } else { f }),
+            (Some((_, _, t)), None) => Some(t),
+            (None, Some((_, f))) => Some(f),
+            (None, None) => None,
+        }
+    }
+
+    /// Takes `n` pods from `candidates` (id, pods that fit), most room first and best fit for the rest.
+    fn fill(&mut self, mut candidates: Vec<(NodeId, u32)>, per_pod: Resources, n: u32) -> Option<Vec<(NodeId, u32)>> {
+        let model = self.view.model();
+        // Most pods first; then nodes this gang uses; then name.
+        candidates.sort_by(|a, b| {
+            (Reverse(a.1), !self.touched.contains(a.0), model.name(a.0)).cmp(&(
+                Reverse(b.1),
+                !self.touched.contains(b.0),
+                model.name(b.0),
+            ))
+        });
+        let mut picks = Vec::new();
+        let mut remaining = n;
+        let mut next = 0;
+        while remaining > 0 {
+            let rest = candidates.get(next..)?;
+            if rest.is_empty() {
+                return None;
+            }
+            // Those holding all the remaining pods form a prefix; the best fit is the smallest of them, i.e. the
+            // first of the prefix's last run of equal counts.
+            let holding = rest.partition_point(|c| c.1 >= remaining);
+            let (id, count) = if holding > 0 {
+                let k = rest[holding - 1].1;
+                let first_of_run = rest[..holding].partition_point(|c| c.1 > k);
+                (rest[first_of_run].0, remaining)
+            } else {
+                next += 1;
+                (rest[0].0, rest[0].1)
+            };
+            self.take(id, per_pod.times(count));
+            picks.push((id, count));
+            remaining -= count;
+        }
+        Some(picks)
+    }
+
+    fn place_job(
+        &mut self,
+        allowed: &dyn Fn(NodeId) -> bool,
+        per_pod: Resources,
+        n: u32,
+    ) -> Option<Vec<(NodeId, u32)>> {
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        if let Some(id) = self.best_single(allowed, per_pod, n) {
+            self.take(id, per_pod.times(n));
+            return Some(vec![(id, n)]);
+        }
+        let model = self.view.model();
+        let need_gpus = u64::from(per_pod.gpus) * u64::from(n);
+        for level in 0..model.config().topology_keys.len() {
+            let Some(domains) = model.domains(level) else { continue };
+            // Best fit among domains: the one with the fewest free GPUs that holds the Job. Checking domains in that
+            // order stops at the first that holds it, instead of summing the room of every domain.
+            let mut by_room: Vec<(u64, &Domain)> = domains
+                .values()
+                .map(|d| (self.view.domain_gpu_bound(d), d))
+                .filter(|(bound, _)| *bound >= need_gpus)
+                .collect();
+            by_room.sort_by_key(|(bound, _)| *bound);
+            let best = by_room.into_iter().map(|(_, d)| d).find(|domain| {
+                let mut room = 0u64;
+                domain.members.iter().filter(|m| allowed(m.id)).any(|m| {
+                    room += u64::from(self.room(m.id).how_many(&per_pod).min(n));
+                    room >= u64::from(n)
+                })
+            });
+            if let Some(domain) = best {
+                let candidates = domain
+                    .members
+                    .iter()
+                    .filter(|m| allowed(m.id))
+                    .map(|m| (m.id, self.room(m.id).how_many(&per_pod).min(n)))
+                    .filter(|c| c.1 > 0)
+                    .collect();
+                return self.fill(candidates, per_pod, n);
+            }
+        }
+        self.spread(allowed, per_pod, n)
+    }
+
+    /// Anywhere: most GPU room first (least for CPU-only pods, which should not take GPU nodes' CPU), best fit for
+    /// the remainder.
+    fn spread(&mut self, allowed: &dyn Fn(NodeId) -> bool, per_pod: Resources, n: u32) -> Option<Vec<(NodeId, u32)>> {
+        let view = self.view;
+        let mut order: Box<dyn Iterator<Item = NodeId> + '_> =
+            if per_pod.gpus > 0 { Box::new(view.descending()) } else { Box::new(view.ascending(0)) };
+        let mut picks = Vec::new();
+        let mut remaining = n;
+        while remaining > 0 {
+            if let Some(id) = self.best_single(allowed, per_pod, remaining) {
+                self.take(id, per_pod.times(remaining));
+                picks.push((id, remaining));
+                break;
+            }
+            // best_single found no node for all `remaining`, so every node takes fewer: take all it holds.
+            let (id, k) = order
+                .by_ref()
+                .filter(|&id| allowed(id))
+                .map(|id| (id, self.room(id).how_many(&per_pod)))
+                .find(|c| c.1 > 0)?;
+            let k = k.min(remaining);
+            self.take(id, per_pod.times(k));
+            picks.push((id, k));
+            remaining -= k;
+        }
+        Some(picks)
+    }
+}
+
+fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> Result<Placement, NoFit> {
+    let model = view.model();
+    let mut t = Tentative { view, used: HashMap::new(), touched: NodeSet::new() };
+    let mut order: Vec<usize> = (0..gang.pod_sets.len()).collect();
+    order.sort_by_key(|&i| {
+        let ps = &gang.pod_sets[i];
+        (
+            Reverse(u64::from(ps.per_pod.gpus) * u64::from(ps.pods_per_job)),
+            Reverse(ps.per_pod.gpus),
+            Reverse(ps.pods()),
+            i,
+        )
+    });
+    // Per pod set, per Job: the nodes of its pods in pod-index order.
+    let mut chosen: Vec<Vec<Vec<NodeId>>> = vec![Vec::new(); gang.pod_sets.len()];
+    for i in order {
+        let ps = &gang.pod_sets[i];
+        let eligible = model.eligible(&ps.constraints);
+        let allowed = |id: NodeId| eligible.contains(id) && restrict.allows(id);
+        for job in 0..ps.jobs {
+            let picks = t
+                .place_job(&allowed, ps.per_pod, ps.pods_per_job)
+                .ok_or_else(|| NoFit { pod_set: ps.name.clone(), job_index: job })?;
+            chosen[i].push(picks.into_iter().flat_map(|(id, k)| std::iter::repeat_n(id, k as usize)).collect());
+        }
+    }
+    let mut placement = Placement::default();
+    for (ps, jobs) in gang.pod_sets.iter().zip(chosen) {
+        for (job_index, pods) in jobs.into_iter().enumerate() {
+            for (pod_index, id) in pods.into_iter().enumerate() {
+                let node = model.name(id).to_owned();
+                let total = placement.per_node.entry(node.clone()).or_default();
+                *total = total.saturating_add(ps.per_pod);
+                placement.slots.push(SlotPlacement {
+                    pod_set: ps.name.clone(),
+                    job_index: i32::try_from(job_index).unwrap_or(i32::MAX),
+                    pod_index: i32::try_from(pod_index).unwrap_or(i32::MAX),
+                    node,
+                });
+            }
+        }
+    }
+    Ok(placement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gang::testutil::*;
+
+    fn nodes_of(p: &Placement, pod_set: &str, job: i32) -> Vec<String> {
+        p.slots.iter().filter(|s| s.pod_set == pod_set && s.job_index == job).map(|s| s.node.clone()).collect()
+    }
+
+    #[test]
+    fn best_fit_prefers_partly_used_nodes() {
+        let mut m = model(&[]);
+        for n in ["a", "b", "c"] {
+            add_gpu_node(&mut m, n, 8, &[]);
+        }
+        m.apply_pod(pod("p", "b", 6, None));
+        // 2 GPUs fit on b (2 free) — leaves a and c whole.
+        let p = place(&m, &gang("ml/x", &[("w", 1, 1, 2)]), Restrict::default()).expect("fits");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["b"]);
+        // 4 GPUs: b is too small, a is the first whole node by name.
+        let p = place(&m, &gang("ml/x", &[("w", 1, 1, 4)]), Restrict::default()).expect("fits");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["a"]);
+    }
+
+    #[test]
+    fn job_pods_stay_on_one_node_then_one_domain() {
+        let mut m = model(&["rack"]);
+        for (n, rack) in [("a1", "r1"), ("a2", "r1"), ("b1", "r2"), ("b2", "r2"), ("b3", "r2")] {
+            add_gpu_node(&mut m, n, 8, &[("rack", rack)]);
+        }
+        m.apply_pod(pod("p", "a1", 4, None));
+        // 4 pods × 2 GPUs fit one node: a1 (4 free) is too small, a2 is the first whole node by name.
+        let p = place(&m, &gang("ml/x", &[("w", 1, 4, 2)]), Restrict::default()).expect("fits");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["a2"; 4]);
+        // 3 pods × 4 GPUs = 12: r1 has 4 + 8 = 12 free, the smallest rack that holds it.
+        let p = place(&m, &gang("ml/x", &[("w", 1, 3, 4)]), Restrict::default()).expect("fits");
+        let mut nodes = nodes_of(&p, "w", 0);
+        nodes.sort();
+        assert_eq!(nodes, vec!["a1", "a2", "a2"]);
+        // 4 pods × 8 GPUs: no rack has 4 whole nodes; spreads, biggest room first.
+        let p = place(&m, &gang("ml/x", &[("w", 1, 4, 8)]), Restrict::default()).expect("fits");
+        let mut nodes = nodes_of(&p, "w", 0);
+        nodes.sort();
+        assert_eq!(nodes, vec!["a2", "b1", "b2", "b3"]);
+    }
+
+    #[test]
+    fn all_or_nothing_and_model_unchanged() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        add_gpu_node(&mut m, "b", 8, &[]);
+        let before = m.generation();
+        let g = gang("ml/x", &[("leader", 1, 1, 4), ("w", 2, 1, 8)]);
+        assert_eq!(place(&m, &g, Restrict::default()), Err(NoFit { pod_set: "leader".into(), job_index: 0 }));
+        assert_eq!(m.generation(), before);
+        // On an empty 3-node cluster it fits.
+        add_gpu_node(&mut m, "c", 8, &[]);
+        let p = place(&m, &g, Restrict::default()).expect("fits");
+        assert_eq!(p.slots.len(), 3);
+        assert_eq!(p.slots[0].pod_set, "leader");
+        assert_eq!(p.per_node.values().map(|r| r.gpus).sum::<u32>(), 20);
+    }
+
+    #[test]
+    fn respects_constraints_cpu_memory_and_restrictions() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[("pool", "h100")]);
+        add_gpu_node(&mut m, "b", 8, &[("pool", "a100")]);
+        let mut g = gang("ml/x", &[("w", 1, 1, 8)]);
+        g.pod_sets[0].constraints = selector(&[("pool", "a100")]);
+        let p = place(&m, &g, Restrict::default()).expect("fits");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["b"]);
+        let held: NodeSet = [id(&m, "b")].into_iter().collect();
+        assert!(place(&m, &g, Restrict { excluded: Some(&held), only: None }).is_err());
+        let only: NodeSet = [id(&m, "a")].into_iter().collect();
+        assert!(place(&m, &g, Restrict { excluded: None, only: Some(&only) }).is_err());
+        // CPU bound: nodes have 64 cores; 3 pods of 30 cores need two nodes.
+        let mut cpu = gang("ml/y", &[("w", 1, 3, 1)]);
+        cpu.pod_sets[0].per_pod.cpu_milli = 30_000;
+        let p = place(&m, &cpu, Restrict::default()).expect("fits");
+        let mut nodes = nodes_of(&p, "w", 0);
+        nodes.sort();
+        assert_eq!(nodes, vec!["a", "a", "b"]);
+        cpu.pod_sets[0].per_pod.cpu_milli = 40_000;
+        assert!(place(&m, &cpu, Restrict::default()).is_err());
+    }
+
+    #[test]
+    fn cpu_only_pods_prefer_nodes_without_free_gpus() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "gpu", 8, &[]);
+        m.apply_node(crate::gang::model::NodeInfo::new("cpu", 16_000, 64 << 30));
+        let mut g = gang("ml/x", &[("coord", 1, 1, 0)]);
+        g.pod_sets[0].per_pod.cpu_milli = 1000;
+        let p = place(&m, &g, Restrict::default()).expect("fits");
+        assert_eq!(nodes_of(&p, "coord", 0), vec!["cpu"]);
+    }
+
+    #[test]
+    fn deterministic_regardless_of_event_order() {
+        let build = |names: &[&str]| {
+            let mut m = model(&["rack"]);
+            for (i, n) in names.iter().enumerate() {
+                add_gpu_node(&mut m, n, 8, &[("rack", if n.starts_with('a') { "r1" } else { "r2" })]);
+                if i % 2 == 0 {
+                    m.apply_pod(pod(&format!("p{n}"), n, 3, None));
+                }
+            }
+            m
+        };
+        let g = gang("ml/x", &[("l", 1, 1, 2), ("w", 3, 2, 4)]);
+        let m1 = build(&["a1", "a2", "b1", "b2", "b3"]);
+        let p1 = place(&m1, &g, Restrict::default()).expect("fits");
+        let p2 = place(&m1, &g, Restrict::default()).expect("fits");
+        assert_eq!(p1, p2);
+        // Same state, different insertion order (pods on the same nodes).
+        let mut m3 = model(&["rack"]);
+        for n in ["b3", "b2", "b1", "a2", "a1"] {
+            add_gpu_node(&mut m3, n, 8, &[("rack", if n.starts_with('a') { "r1" } else { "r2" })]);
+        }
+        for n in ["a1", "b1", "b3"] {
+            m3.apply_pod(pod(&format!("p{n}"), n, 3, None));
+        }
+        assert_eq!(place(&m3, &g, Restrict::default()).expect("fits"), p1);
+    }
+
+    #[test]
+    fn empty_view_ignores_usage() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        add_gpu_node(&mut m, "b", 8, &[]);
+        m.apply_pod(pod("p", "a", 8, None));
+        m.apply_pod(pod("q", "b", 2, None));
+        let g = gang("ml/x", &[("w", 2, 1, 8)]);
+        assert!(place(&m, &g, Restrict::default()).is_err());
+        let all = EmptyBasis::Everything;
+        let p = place_on_empty(&m, &g, all, Restrict::default()).expect("fits empty");
+        assert_eq!(p.per_node.len(), 2);
+        // Foreign pods stay: then it does not fit.
+        assert!(place_on_empty(&m, &g, EmptyBasis::KeepForeignPods, Restrict::default()).is_err());
+        // One 8-GPU pod: b is preferred, it has more free now.
+        let p = place_on_empty(&m, &gang("ml/y", &[("w", 1, 1, 8)]), all, Restrict::default()).expect("fits");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["b"]);
+        assert!(place_on_empty(&m, &gang("ml/z", &[("w", 1, 1, 9)]), all, Restrict::default()).is_err());
+        // Gangs' reservations are ignored too.
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        m.reserve(&crate::gang::GangKey::new("ml", "r"), &per_node(&[("a", 8)])).expect("reserve");
+        assert!(place(&m, &gang("ml/y", &[("w", 1, 1, 8)]), Restrict::default()).is_err());
+        let keep = EmptyBasis::KeepForeignPods;
+        assert!(place_on_empty(&m, &gang("ml/y", &[("w", 1, 1, 8)]), keep, Restrict::default()).is_ok());
+    }
+
+    #[test]
+    fn per_node_of_recorded_slots() {
+        let g = gang("ml/x", &[("w", 1, 2, 4)]);
+        let slots = vec![
+            SlotPlacement { pod_set: "w".into(), job_index: 0, pod_index: 0, node: "a".into() },
+            SlotPlacement { pod_set: "w".into(), job_index: 0, pod_index: 1, node: "a".into() },
+        ];
+        let per_node = per_node_of(&g, &slots).expect("known pod set");
+        assert_eq!(per_node.get("a").map(|r| r.gpus), Some(8));
+        let bad = vec![SlotPlacement { pod_set: "x".into(), ..slots[0].clone() }];
+        assert_eq!(per_node_of(&g, &bad), Err("x".to_owned()));
+    }
+}
