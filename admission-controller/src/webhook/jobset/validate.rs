@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::JobSpec;
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec};
 use muster_api::JobSet;
 use muster_api::jobset::{FailurePolicyAction, ReplicatedJob, RestartStrategy, WhenDeleted};
 use muster_api::keys;
@@ -16,7 +16,7 @@ use muster_api::keys;
 use super::defaults::INDEXED_COMPLETION;
 use crate::features::FeatureGates;
 use crate::webhook::field::{BadValue, FieldError, FieldErrors, Path};
-use crate::webhook::json::semantic_eq;
+use crate::webhook::json::{quantity_key, semantic_eq};
 use crate::webhook::names::{is_dns1035_label, is_dns1123_subdomain, is_domain_prefixed_path, is_valid_label_value};
 
 /// Group and kind of the 422 response.
@@ -493,7 +493,7 @@ fn validate_volume_claim_policies(js: &JobSet, jobset_name: &str, pvcs: &Existin
 
             match pvcs.get(&pvc) {
                 Some(PvcLookup::Found(existing)) => {
-                    if !semantic_eq(&existing.spec, &template.spec) {
+                    if !semantic_eq(&sizes_by_value(&existing.spec), &sizes_by_value(&template.spec)) {
                         errs.push(FieldError::invalid(
                             &template_path.child("spec"),
                             BadValue::json(&template.spec),
@@ -521,6 +521,23 @@ fn validate_volume_claim_policies(js: &JobSet, jobset_name: &str, pvcs: &Existin
         }
     }
     errs
+}
+
+/// The PVC spec with its sizes replaced by [`quantity_key`]s, for comparison only: upstream's `Semantic.DeepEqual`
+/// compares quantities by value, and the API server stores a PVC's sizes in canonical form (a template's `1.5Gi` is
+/// the existing PVC's `1536Mi`).
+fn sizes_by_value(spec: &Option<PersistentVolumeClaimSpec>) -> Option<PersistentVolumeClaimSpec> {
+    let mut spec = spec.clone();
+    if let Some(resources) = spec.as_mut().and_then(|s| s.resources.as_mut()) {
+        for quantity in
+            [&mut resources.limits, &mut resources.requests].into_iter().flatten().flat_map(|m| m.values_mut())
+        {
+            if let Some(key) = quantity_key(&quantity.0) {
+                quantity.0 = key;
+            }
+        }
+    }
+    spec
 }
 
 fn mounts(container: &Container, volume: &str) -> bool {

@@ -730,6 +730,8 @@ fn an_existing_pvc_must_match_and_be_retained() {
     let retained =
         with_volume_claims(|v| v["spec"]["volumeClaimPolicies"][0]["retentionPolicy"]["whenDeleted"] = json!("Retain"));
     assert_valid(&validate_create(&retained, &gates(), &existing_pvc("1Gi")));
+    // Sizes compare by value: the API server stores the PVC's in canonical form.
+    assert_valid(&validate_create(&retained, &gates(), &existing_pvc("1024Mi")));
 
     let deleted = with_volume_claims(|_| {});
     let path = "spec.volumeClaimPolicies[0].retentionPolicy.whenDeleted";
