@@ -14,15 +14,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use muster_api::JobSet;
 use muster_api::keys::*;
-use muster_reconciler::metrics::{JobSetLabels, Metrics};
 use muster_reconciler::plan::FeatureGates;
-use muster_tests::{ClusterConfig, SharedCluster, TestNamespace, eventually};
-use prometheus_client::registry::Registry;
+use muster_tests::{ClusterConfig, InProcessReconciler, SharedCluster, TestNamespace, eventually};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller/crds")
@@ -32,43 +29,6 @@ static CLUSTER: SharedCluster =
     SharedCluster::new(|| ClusterConfig::apiserver_only().crd(crd_dir().join("jobset.x-k8s.io_jobsets.yaml")));
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The controller running in this test's process; stopped when dropped.
-struct Reconciler {
-    metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Reconciler {
-    fn start(client: Client, gates: FeatureGates) -> Self {
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(muster_reconciler::controller::run(client, metrics.clone(), gates, shutdown));
-        Self { metrics, stop: Some(stop), task }
-    }
-
-    fn completed(&self, ns: &str, name: &str) -> u64 {
-        self.metrics.completed.get_or_create(&JobSetLabels { jobset_name: name.into(), namespace: ns.into() }).get()
-    }
-
-    fn failed(&self, ns: &str, name: &str) -> u64 {
-        self.metrics.failed.get_or_create(&JobSetLabels { jobset_name: name.into(), namespace: ns.into() }).get()
-    }
-}
-
-impl Drop for Reconciler {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
 
 /// Upstream's integration fixture, with DNS hostnames on and an explicit success policy (no webhook runs).
 fn jobset(name: &str, extra: Value) -> JobSet {
@@ -125,6 +85,12 @@ async fn wait_jobs(ns: &TestNamespace<'_>, name: &str, want: usize, attempt: &st
     })
     .await
     .expect("jobs created")
+}
+
+/// The claims a Job's pods mount.
+fn claim_volumes(job: &Job) -> Vec<String> {
+    let volumes = job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.volumes.clone());
+    volumes.unwrap_or_default().into_iter().filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name)).collect()
 }
 
 async fn get(ns: &TestNamespace<'_>, name: &str) -> JobSet {
@@ -234,7 +200,7 @@ async fn wait_event(ns: &TestNamespace<'_>, name: &str, reason: &str) -> (String
 async fn creates_jobs_service_and_status_then_completes() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("create").await.expect("namespace");
-    let reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(&ns, &jobset("test-js", json!({}))).await;
 
     let jobs = wait_jobs(&ns, "test-js", 4, "0").await;
@@ -284,14 +250,14 @@ async fn creates_jobs_service_and_status_then_completes() {
     assert_eq!(get(&ns, "test-js").await.status.and_then(|s| s.terminal_state).as_deref(), Some("Completed"));
     let event = wait_event(&ns, "test-js", "AllJobsCompleted").await;
     assert_eq!(event.0, "Normal");
-    assert_eq!(reconciler.completed(ns.name(), "test-js"), 1);
+    assert_eq!(reconciler.completed_total(ns.name(), "test-js"), 1);
 }
 
 #[tokio::test]
 async fn failure_without_policy_fails_the_jobset() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("fail").await.expect("namespace");
-    let reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(&ns, &jobset("js", json!({}))).await;
     let jobs = wait_jobs(&ns, "js", 4, "0").await;
     fail(&ns, &jobs[1], "BackoffLimitExceeded", "Job has reached the specified backoff limit").await;
@@ -305,7 +271,7 @@ async fn failure_without_policy_fails_the_jobset() {
         )
     );
     assert_eq!(wait_event(&ns, "js", "FailedJobs").await.0, "Warning");
-    assert_eq!(reconciler.failed(ns.name(), "js"), 1);
+    assert_eq!(reconciler.failed_total(ns.name(), "js"), 1);
     // Finished: the still-active Jobs are deleted, the failed one is kept.
     eventually("active jobs deleted", WAIT, || async {
         let live: Vec<String> = jobs_of(&ns, "js")
@@ -324,7 +290,7 @@ async fn failure_without_policy_fails_the_jobset() {
 async fn restart_jobset_recreates_every_job_with_the_next_attempt() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("restart").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(
         &ns,
         &jobset(
@@ -377,7 +343,7 @@ async fn restart_jobset_recreates_every_job_with_the_next_attempt() {
 async fn suspend_and_resume_propagate_template_changes() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("suspend").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(&ns, &jobset("js", json!({"suspend": true}))).await;
     let jobs = wait_jobs(&ns, "js", 4, "0").await;
     assert!(jobs.iter().all(|j| j.spec.as_ref().and_then(|s| s.suspend) == Some(true)));
@@ -412,7 +378,7 @@ async fn suspend_and_resume_propagate_template_changes() {
 async fn in_order_startup_creates_replicated_jobs_one_after_another() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("inorder").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(&ns, &jobset("js", json!({"startupPolicy": {"startupPolicyOrder": "InOrder"}}))).await;
     let first = wait_jobs(&ns, "js", 1, "0").await;
     let progress = wait_condition(&ns, "js", CONDITION_STARTUP_POLICY_IN_PROGRESS, "True").await;
@@ -436,7 +402,7 @@ async fn in_order_startup_creates_replicated_jobs_one_after_another() {
 async fn volume_claims_by_retention_policy() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("pvc").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     let mut js = jobset(
         "js",
         json!({"volumeClaimPolicies": [
@@ -465,23 +431,14 @@ async fn volume_claims_by_retention_policy() {
     assert!(ckpt.metadata.owner_references.is_none(), "Retain: not owned, survives the JobSet");
     assert_eq!(scratch.owner_references().len(), 1, "Delete: owned, collected with the JobSet");
     let jobs = wait_jobs(&ns, "js", 4, "0").await;
-    let volumes: Vec<String> = jobs[1]
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.volumes.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
-        .collect();
-    assert_eq!(volumes, ["ckpt-js", "scratch-js"]);
+    assert_eq!(claim_volumes(&jobs[1]), ["ckpt-js", "scratch-js"]);
 }
 
 #[tokio::test]
 async fn managed_by_another_controller_is_left_alone_and_foreign_jobs_are_ignored() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("managedby").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(&ns, &jobset("other", json!({"managedBy": "kueue.x-k8s.io/multikueue"}))).await;
     // A Job that looks like ours by name and label but has no owner reference to the JobSet.
     let foreign: Job = serde_json::from_value(json!({"metadata": {"name": "mine-a-0", "labels": {JOBSET_NAME: "mine"}},
@@ -508,7 +465,7 @@ async fn managed_by_another_controller_is_left_alone_and_foreign_jobs_are_ignore
 async fn invalid_job_template_emits_job_creation_failed() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("invalid").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     // restartPolicy Always is valid in a pod template but not in a Job: the Job create is rejected.
     let mut js = jobset("js", json!({}));
     if let Some(pod) = js.spec.replicated_jobs[0].template.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
@@ -524,7 +481,7 @@ async fn invalid_job_template_emits_job_creation_failed() {
 async fn deleted_service_is_recreated_and_ttl_deletes_finished_jobsets() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("svc-ttl").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     create(&ns, &jobset("js", json!({"ttlSecondsAfterFinished": 2}))).await;
     let services: Api<Service> = ns.api();
     let has_service =
@@ -555,7 +512,7 @@ async fn deleted_service_is_recreated_and_ttl_deletes_finished_jobsets() {
 async fn generate_name_coordinator_and_depends_on() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("genname").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     let mut js = jobset("", json!({"coordinator": {"replicatedJob": "a", "jobIndex": 0, "podIndex": 0}}));
     js.metadata.name = None;
     js.metadata.generate_name = Some("train-".into());
@@ -585,7 +542,7 @@ async fn generate_name_coordinator_and_depends_on() {
 async fn retained_claim_is_reused_by_the_next_jobset() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("reuse").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client(), FeatureGates::default());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     let with_claim = |name: &str| {
         let mut js = jobset(
             name,
@@ -618,16 +575,7 @@ async fn retained_claim_is_reused_by_the_next_jobset() {
     // Same name again: the retained claim is mounted as it is, not recreated.
     create(&ns, &with_claim("run")).await;
     let jobs = wait_jobs(&ns, "run", 4, "0").await;
-    let volumes: Vec<String> = jobs[0]
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.volumes.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
-        .collect();
-    assert_eq!(volumes, ["ckpt-run"]);
+    assert_eq!(claim_volumes(&jobs[0]), ["ckpt-run"]);
     let again = claims.get("ckpt-run").await.expect("claim");
     assert_eq!(again.uid(), first.uid(), "the same claim, carrying the previous run's checkpoint");
 }

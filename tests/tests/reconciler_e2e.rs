@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Client, ResourceExt};
 use muster_api::JobSet;
 use muster_api::keys::*;
-use muster_reconciler::metrics::Metrics;
 use muster_reconciler::plan::FeatureGates;
-use muster_tests::{ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, SharedCluster, TestNamespace, eventually};
-use prometheus_client::registry::Registry;
+use muster_tests::{
+    ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessReconciler, SharedCluster, TestNamespace, eventually,
+};
 use serde_json::json;
-use tokio::sync::oneshot;
 
 static CLUSTER: SharedCluster = SharedCluster::new(|| {
     ClusterConfig::full()
@@ -27,32 +26,6 @@ static CLUSTER: SharedCluster = SharedCluster::new(|| {
 });
 
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Reconciler {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Reconciler {
-    fn start(client: Client) -> Self {
-        let metrics = Metrics::register(&mut Registry::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(muster_reconciler::controller::run(client, metrics, FeatureGates::default(), shutdown));
-        Self { stop: Some(stop), task }
-    }
-}
-
-impl Drop for Reconciler {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
 
 /// A leader and two GPU workers; pods run for `duration` and then succeed (or fail, per `fail`).
 fn training(name: &str, fail: Option<&str>, extra: serde_json::Value) -> JobSet {
@@ -96,7 +69,7 @@ async fn condition(ns: &TestNamespace<'_>, name: &str, type_: &str) -> Result<()
 async fn jobset_runs_to_completion_on_gpu_nodes() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("e2e-complete").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     ns.api::<JobSet>().create(&PostParams::default(), &training("train", None, json!({}))).await.expect("create");
 
     // Every pod is bound to a GPU node by the real scheduler and run by KWOK.
@@ -117,7 +90,7 @@ async fn jobset_runs_to_completion_on_gpu_nodes() {
 async fn failed_pod_restarts_the_group_with_the_next_attempt() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("e2e-restart").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     let js = training("train", Some("first-attempt"), json!({"failurePolicy": {"maxRestarts": 2}}));
     ns.api::<JobSet>().create(&PostParams::default(), &js).await.expect("create");
 
@@ -137,7 +110,7 @@ async fn failed_pod_restarts_the_group_with_the_next_attempt() {
 async fn deleting_the_jobset_removes_what_it_owns_and_keeps_retained_claims() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("e2e-delete").await.expect("namespace");
-    let _reconciler = Reconciler::start(ns.client());
+    let _reconciler = InProcessReconciler::start(ns.client(), FeatureGates::default());
     let claim = |name: &str| json!({"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
     let js = training(
         "train",

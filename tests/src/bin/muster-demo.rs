@@ -17,8 +17,7 @@ use muster_admission::webhook::config::{mutating_configuration, validating_confi
 use muster_admission::{ServeConfig, serve};
 use muster_api::JobSet;
 use muster_api::keys;
-use muster_tests::{ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, TestCluster, yaml_files_in};
-use prometheus_client::registry::Registry;
+use muster_tests::{ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessReconciler, TestCluster, yaml_files_in};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -78,13 +77,7 @@ async fn main() -> anyhow::Result<()> {
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .create(&PostParams::default(), &validating_configuration(&target, ca))
         .await?;
-    let metrics = muster_reconciler::metrics::Metrics::register(&mut Registry::default());
-    let reconciler = tokio::spawn(muster_reconciler::controller::run(
-        client.clone(),
-        metrics,
-        muster_reconciler::plan::FeatureGates::default(),
-        std::future::pending(),
-    ));
+    let reconciler = InProcessReconciler::start(client.clone(), muster_reconciler::plan::FeatureGates::default());
     eprintln!("    not yet part of the demo (being built): gang admission, scheduler extender, gpu-agent");
 
     create_volumes(&client).await?;
@@ -101,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("(--keep) the cluster stays up; Ctrl-C to stop it");
         let _ = tokio::signal::ctrl_c().await;
     }
-    reconciler.abort();
+    drop(reconciler);
     drop(webhook);
     drop(cluster); // stops every process it started
     Ok(())
