@@ -19,5 +19,8 @@ step "control plane (etcd, kube-apiserver, kube-controller-manager, kube-schedul
 MUSTER_CONTROL_PLANE_BIN="$(bash tests/build-control-plane.sh | tail -n 1)"
 export MUSTER_CONTROL_PLANE_BIN
 
+step "mock NVML library (libnvidia-ml.so.1 stand-in the gpu-agent tests load through nvml-wrapper)"
+cargo build --locked -p muster-mock-nvml
+
 step "cargo test (workspace)"
 cargo test --workspace --locked
