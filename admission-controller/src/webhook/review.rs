@@ -210,6 +210,12 @@ fn is_jobset(request: &AdmissionRequest<DynamicObject>) -> bool {
 fn encode_review(response: AdmissionResponse) -> Vec<u8> {
     let patch = response.patch.clone();
     let mut value = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
+    // kube copies the request's type onto the response; we only serve v1 (the only version our configurations
+    // register), so the reply says so whatever a malformed request claimed to be.
+    if let Some(review) = value.as_object_mut() {
+        review.insert("apiVersion".into(), Value::from("admission.k8s.io/v1"));
+        review.insert("kind".into(), Value::from("AdmissionReview"));
+    }
     if let (Some(patch), Some(slot)) = (patch, value.pointer_mut("/response/patch")) {
         *slot = serde_json::to_value(k8s_openapi::ByteString(patch)).unwrap_or(Value::Null);
     }
