@@ -29,6 +29,7 @@ pub mod cli;
 pub mod features;
 pub mod gang;
 pub mod kube_io;
+pub mod quantity;
 pub mod server;
 pub mod tls;
 pub mod webhook;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use muster_api::gang::GangSpec;
 use muster_api::keys::GPU_RESOURCE;
 
-use super::quantity::{self, QuantityError};
 use super::{GangKey, Resources};
+use crate::quantity::{self, QuantityError};
 
 /// A gang's whole demand; every slot must be placed or none is.
 #[derive(Clone, Debug, PartialEq, Eq)]

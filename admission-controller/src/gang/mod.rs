@@ -31,7 +31,6 @@ pub mod explain;
 pub mod model;
 pub mod nodeset;
 pub mod placement;
-pub mod quantity;
 pub mod queue;
 
 #[cfg(test)]

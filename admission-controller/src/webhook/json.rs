@@ -34,65 +34,8 @@ pub fn semantic_eq<T: Serialize>(a: &T, b: &T) -> bool {
 /// A key that two Kubernetes quantities share exactly when they have the same value (`resource.Quantity.Cmp`, which
 /// `equality.Semantic` uses): `1.5Gi`, `1536Mi` and `1610612736` all give one key. `None` when `s` is not a
 /// quantity (or has more digits than fit in 128 bits); such strings are compared as they are.
-///
-/// The value `±m · 10^e · 2^b` is reduced to `±m' · 2^p · 5^q` with `m'` free of the factors 2 and 5, which is
-/// unique for every nonzero value.
 pub fn quantity_key(s: &str) -> Option<String> {
-    let (negative, unsigned) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let number_end = unsigned.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(unsigned.len());
-    let (number, suffix) = unsigned.split_at(number_end);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-        return None;
-    }
-    let (mut ten, mut two): (i64, i64) = match suffix {
-        "" => (0, 0),
-        "Ki" => (0, 10),
-        "Mi" => (0, 20),
-        "Gi" => (0, 30),
-        "Ti" => (0, 40),
-        "Pi" => (0, 50),
-        "Ei" => (0, 60),
-        "m" => (-3, 0),
-        "k" => (3, 0),
-        "M" => (6, 0),
-        "G" => (9, 0),
-        "T" => (12, 0),
-        "P" => (15, 0),
-        "E" => (18, 0),
-        exponent => {
-            let digits = exponent.strip_prefix(['e', 'E'])?;
-            let unsigned_digits = digits.strip_prefix(['+', '-']).unwrap_or(digits);
-            if unsigned_digits.is_empty() || !unsigned_digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            // An i32 exponent keeps the arithmetic below far from overflow.
-            (i64::from(digits.parse::<i32>().ok()?), 0)
-        }
-    };
-    let mut mantissa: u128 = 0;
-    for digit in whole.bytes().chain(fraction.bytes()) {
-        mantissa = mantissa.checked_mul(10)?.checked_add(u128::from(digit - b'0'))?;
-    }
-    if mantissa == 0 {
-        return Some("0".to_owned());
-    }
-    ten -= i64::try_from(fraction.len()).ok()?;
-    two += ten;
-    let mut five = ten;
-    while mantissa.is_multiple_of(2) {
-        mantissa /= 2;
-        two += 1;
-    }
-    while mantissa.is_multiple_of(5) {
-        mantissa /= 5;
-        five += 1;
-    }
-    Some(format!("{}{mantissa}*2^{two}*5^{five}", if negative { "-" } else { "" }))
+    crate::quantity::parse(s).ok().map(|q| q.canonical_key())
 }
 
 /// Writes into `raw` every change between `before` and `after` (two serialisations of the same typed object,

@@ -115,6 +115,27 @@ fn suffix(s: &str) -> Option<(i32, u32)> {
 }
 
 impl ParsedQuantity {
+    /// A key two quantities share exactly when they have the same value (`resource.Quantity.Cmp`, which
+    /// `equality.Semantic` uses): `1.5Gi`, `1536Mi` and `1610612736` give one key. The value `±m · 10^e · 2^b` is
+    /// reduced to `±m' · 2^p · 5^q` with `m'` free of the factors 2 and 5, which is unique for every nonzero value.
+    pub fn canonical_key(&self) -> String {
+        if self.mantissa == 0 {
+            return "0".to_owned();
+        }
+        let mut mantissa = self.mantissa;
+        let mut two = i64::from(self.exp2) + i64::from(self.exp10);
+        let mut five = i64::from(self.exp10);
+        while mantissa.is_multiple_of(2) {
+            mantissa /= 2;
+            two += 1;
+        }
+        while mantissa.is_multiple_of(5) {
+            mantissa /= 5;
+            five += 1;
+        }
+        format!("{}{mantissa}*2^{two}*5^{five}", if self.negative { "-" } else { "" })
+    }
+
     /// `ceil(value × 10^scale)`, e.g. scale 3 for millicores, 0 for bytes.
     pub fn ceil_scaled(&self, scale: i32) -> Option<i128> {
         let e = self.exp10.checked_add(scale)?;
