@@ -374,6 +374,16 @@ impl JobSet {
         self.spec.suspend.unwrap_or(false)
     }
 
+    /// The ReplicatedJob a gang releases first: the coordinator's, else the first.
+    pub fn leader(&self) -> Option<&str> {
+        let spec = &self.spec;
+        spec.coordinator
+            .as_ref()
+            .map(|c| c.replicated_job.as_str())
+            .filter(|name| spec.replicated_jobs.iter().any(|r| r.name == *name))
+            .or_else(|| spec.replicated_jobs.first().map(|r| r.name.as_str()))
+    }
+
     /// An annotation on the JobSet object itself.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.metadata.annotations.as_ref()?.get(key).map(String::as_str)

@@ -127,8 +127,6 @@ pub const GANG_PRIORITY: &str = "muster.dev/priority";
 pub const GANG_MANAGED: &str = "muster.dev/gang";
 /// Set by the webhook when admission owns `spec.suspend` (the user did not suspend the JobSet themselves).
 pub const ADMISSION_OWNS_SUSPEND: &str = "muster.dev/admission-suspended";
-/// The Gang a pod belongs to, as `<namespace>/<name>`.
-pub const GANG: &str = "muster.dev/gang-name";
 /// The node admission reserved for a pod slot.
 pub const RESERVED_NODE: &str = "muster.dev/reserved-node";
 

@@ -13,7 +13,7 @@
 //!
 //! 1. Feed the model from reflectors: `apply_node` / `delete_node` (Node → [`model::NodeInfo`]),
 //!    `apply_gpunode` ([`model::GpuReport::from_status`]), `apply_pod` / `delete_pod` for bound, non-terminated
-//!    pods (with `gang` from the `muster.dev/gang-name` label). CPU and memory are only as accurate as the pods
+//!    pods ([`objects`] converts the objects). CPU and memory are only as accurate as the pods
 //!    fed; feeding only GPU pods over-estimates CPU/memory room (the scheduler still checks it).
 //! 2. On start, before the first pass: `reserve` every Admitted/Running gang from its `Gang.status.placement`
 //!    ([`placement::per_node_of`]) so nothing is admitted twice; queue every Pending/Requeued gang
@@ -30,6 +30,7 @@ pub mod demand;
 pub mod explain;
 pub mod model;
 pub mod nodeset;
+pub mod objects;
 pub mod placement;
 pub mod queue;
 
@@ -41,7 +42,7 @@ pub(crate) mod testutil;
 use std::fmt;
 use std::sync::Arc;
 
-/// A gang's identity, `<namespace>/<name>` — the same text as the `muster.dev/gang-name` pod label.
+/// A gang's identity, `<namespace>/<name>` of its JobSet (and of its `Gang`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GangKey(Arc<str>);
 
@@ -50,8 +51,8 @@ impl GangKey {
         GangKey(format!("{namespace}/{name}").into())
     }
 
-    /// From the `<namespace>/<name>` text, as found in the pod label.
-    pub fn from_label(value: &str) -> Self {
+    /// From the `<namespace>/<name>` text.
+    pub fn parse(value: &str) -> Self {
         GangKey(value.into())
     }
 

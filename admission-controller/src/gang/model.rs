@@ -151,7 +151,7 @@ impl GpuReport {
     }
 }
 
-/// A bound, non-terminated pod. Pods of a gang carry its key (the `muster.dev/gang-name` label).
+/// A bound, non-terminated pod. Pods of a gang name its JobSet in their `jobset-name` label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInfo {
     pub namespace: String,

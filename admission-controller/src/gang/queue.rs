@@ -572,11 +572,11 @@ mod tests {
         let r = q.pass(&mut m, at(10));
         assert_eq!(admitted(&r), vec!["ml/high"]);
         assert_eq!(m.free(id(&m, "a")).gpus, 0);
-        m.release(&GangKey::from_label("ml/high"));
+        m.release(&GangKey::parse("ml/high"));
         assert_eq!(admitted(&q.pass(&mut m, at(11))), vec!["ml/early"]);
         // Re-enqueueing a queued gang keeps its place.
         q.enqueue(gang("ml/low", &[("w", 1, 1, 4)]), at(99));
-        assert_eq!(q.get(&GangKey::from_label("ml/low")).map(|g| g.arrival), Some(at(1)));
+        assert_eq!(q.get(&GangKey::parse("ml/low")).map(|g| g.arrival), Some(at(1)));
     }
 
     #[test]
@@ -598,17 +598,17 @@ mod tests {
             "{}",
             r.inadmissible[0].1.message
         );
-        let huge = q.get(&GangKey::from_label("ml/huge")).expect("still queued");
+        let huge = q.get(&GangKey::parse("ml/huge")).expect("still queued");
         assert!(huge.inadmissible.is_some());
         // ml/big was the head (huge is not a head), not held yet.
         assert!(r.attempts.iter().any(|a| a.key.as_str() == "ml/big" && a.outcome == Outcome::Head { held: false }));
         // A third node: huge becomes admissible again.
         add_gpu_node(&mut m, "c", 8, &[]);
         m.delete_pod("ns", "p");
-        m.release(&GangKey::from_label("ml/small"));
+        m.release(&GangKey::parse("ml/small"));
         let r = q.pass(&mut m, at(20));
         assert_eq!(admitted(&r), vec!["ml/huge"]);
-        assert!(q.explain(&m, &GangKey::from_label("ml/big")).is_some_and(|e| e.gpu_shortfall == 16));
+        assert!(q.explain(&m, &GangKey::parse("ml/big")).is_some_and(|e| e.gpu_shortfall == 16));
     }
 
     #[test]
@@ -619,7 +619,7 @@ mod tests {
         }
         // Running gangs use 4 GPUs on a and b each.
         for (g, n) in [("ml/r1", "a"), ("ml/r2", "b")] {
-            m.reserve(&GangKey::from_label(g), &per_node(&[(n, 4)])).expect("reserve");
+            m.reserve(&GangKey::parse(g), &per_node(&[(n, 4)])).expect("reserve");
         }
         let mut q = queues(0);
         q.enqueue(gang("ml/head", &[("w", 1, 2, 8)]), at(0));
@@ -642,7 +642,7 @@ mod tests {
         let r = q.pass(&mut m, at(11));
         assert!(r.admitted.is_empty());
         assert_eq!(q.hold("default").map(|h| h.since), Some(at(10)), "the same hold is kept");
-        m.release(&GangKey::from_label("ml/r1"));
+        m.release(&GangKey::parse("ml/r1"));
         q.enqueue(gang("ml/late", &[("w", 1, 1, 4)]), at(11));
         let r = q.pass(&mut m, at(12));
         assert_eq!(admitted(&r)[0], "ml/head");
@@ -689,7 +689,7 @@ mod tests {
     fn other_queues_respect_a_hold() {
         let mut m = model(&[]);
         add_gpu_node(&mut m, "a", 8, &[]);
-        m.reserve(&GangKey::from_label("ml/run"), &per_node(&[("a", 4)])).expect("reserve");
+        m.reserve(&GangKey::parse("ml/run"), &per_node(&[("a", 4)])).expect("reserve");
         let mut q = queues(0);
         let mut head = gang("ml/head", &[("w", 1, 1, 8)]);
         head.queue = "a-queue".into();
@@ -703,7 +703,7 @@ mod tests {
             q.held_nodes().into_iter().map(|(n, g)| (n, g.as_str())).collect::<Vec<_>>(),
             vec![("a", "ml/head")]
         );
-        let why = q.explain(&m, &GangKey::from_label("ml/other")).expect("queued");
+        let why = q.explain(&m, &GangKey::parse("ml/other")).expect("queued");
         assert!(why.message.contains("held for ml/head"), "{}", why.message);
     }
 }

@@ -55,7 +55,7 @@ pub fn per_node(pairs: &[(&str, u32)]) -> BTreeMap<String, Resources> {
 /// `key` is `ns/name`; pod sets are (name, jobs, pods per job, GPUs per pod), no CPU or memory.
 pub fn gang(key: &str, pod_sets: &[(&str, u32, u32, u32)]) -> GangDemand {
     GangDemand {
-        key: GangKey::from_label(key),
+        key: GangKey::parse(key),
         queue: "default".into(),
         priority: 0,
         pod_sets: pod_sets

@@ -35,16 +35,6 @@ pub fn in_order(jobset: &JobSet) -> bool {
     jobset.spec.startup_policy.as_ref().is_some_and(|p| p.startup_policy_order == StartupPolicyOrder::InOrder)
 }
 
-/// The ReplicatedJob whose Jobs a gang releases first: the coordinator's, else the first.
-fn leader(jobset: &JobSet) -> Option<&str> {
-    let spec = &jobset.spec;
-    spec.coordinator
-        .as_ref()
-        .map(|c| c.replicated_job.as_str())
-        .filter(|name| spec.replicated_jobs.iter().any(|r| r.name == *name))
-        .or_else(|| spec.replicated_jobs.first().map(|r| r.name.as_str()))
-}
-
 /// Whether a gang-admitted JobSet still holds this ReplicatedJob back until the leader is ready.
 ///
 /// Gang admission reserves every slot at once but releases the leader first, so workers never start against a
@@ -54,7 +44,7 @@ pub fn held_for_leader(jobset: &JobSet, rjob: &ReplicatedJob, statuses: &[Replic
     if !gang || in_order(jobset) || jobset.spec.replicated_jobs.iter().any(|r| !r.depends_on.is_empty()) {
         return false;
     }
-    let Some(leader) = leader(jobset) else { return false };
+    let Some(leader) = jobset.leader() else { return false };
     if rjob.name == leader {
         return false;
     }
