@@ -14,6 +14,7 @@ use crate::server::{CertSource, ServeConfig, ServeError, serve};
 use crate::tls::{CertStore, watch_cert_dir};
 use crate::webhook::config;
 use crate::webhook::http::{Limits, health_router};
+use crate::webhook::jobset::gang::GangMutation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -61,6 +62,13 @@ pub struct Args {
     pub request_timeout_seconds: u64,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Hold GPU JobSets (and those naming a muster.dev/queue) suspended until gang admission places them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub gang_admission: bool,
+    /// Scheduler profile set on gang pod templates (the one whose extender steers pods to their reserved nodes);
+    /// empty leaves templates alone.
+    #[arg(long, default_value = "")]
+    pub gang_scheduler_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +134,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         certs: CertSource::Store(store.clone()),
         gates: args.feature_gates,
         pvcs: Arc::new(KubePvcs(client)),
+        gang: args
+            .gang_admission
+            .then(|| GangMutation { scheduler_name: Some(args.gang_scheduler_name.clone()).filter(|s| !s.is_empty()) }),
         limits: Limits { request_timeout: Duration::from_secs(args.request_timeout_seconds), ..Limits::default() },
         handshake_timeout: Duration::from_secs(10),
     })

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::features::FeatureGates;
 use crate::tls::{self, CertStore, TlsError, Validity};
 use crate::webhook::http::{Limits, router};
+use crate::webhook::jobset::gang::GangMutation;
 use crate::webhook::review::{NoPvcs, PvcSource, Webhooks};
 
 /// Where the serving certificate comes from.
@@ -37,6 +38,8 @@ pub struct ServeConfig {
     pub certs: CertSource,
     pub gates: FeatureGates,
     pub pvcs: Arc<dyn PvcSource>,
+    /// Gang admission's JobSet mutation; `None` applies upstream's defaults only.
+    pub gang: Option<GangMutation>,
     pub limits: Limits,
     /// Time allowed for a TLS handshake and for a request's headers.
     pub handshake_timeout: Duration,
@@ -51,6 +54,7 @@ impl ServeConfig {
             certs: CertSource::Generate { names: vec!["127.0.0.1".into(), "localhost".into()] },
             gates: FeatureGates::default(),
             pvcs: Arc::new(NoPvcs),
+            gang: None,
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -170,7 +174,8 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let listener =
         TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.addr, source })?;
-    let app = router(Arc::new(Webhooks::new(config.gates, config.pvcs)), config.limits);
+    let webhooks = Webhooks { gang: config.gang, ..Webhooks::new(config.gates, config.pvcs) };
+    let app = router(Arc::new(webhooks), config.limits);
     let (stop, stopped) = oneshot::channel();
     let accept_task = tokio::spawn(accept_loop(listener, acceptor, app, config.handshake_timeout, stopped));
     tracing::info!(%addr, "webhook server listening");

@@ -23,14 +23,12 @@ pub fn is_gang_managed(js: &JobSet) -> bool {
         return false;
     }
     label(keys::QUEUE).is_some()
-        || js
-            .spec
-            .replicated_jobs
-            .iter()
-            .any(|r| pod_spec_of(r).is_some_and(|p| pod_requests(p).is_ok_and(|req| req.gpus > 0) || asks_for_gpus(p)))
+        || js.spec.replicated_jobs.iter().any(|r| {
+            pod_spec_of(r).is_some_and(|p| pod_requests(p).map_or_else(|_| asks_for_gpus(p), |req| req.gpus > 0))
+        })
 }
 
-/// True if any container names `nvidia.com/gpu`, even with a quantity we cannot parse: such a JobSet must still
+/// True if any container names `nvidia.com/gpu`, for pods whose requests do not parse: such a JobSet must still
 /// be held by admission (and told why) rather than run unqueued.
 fn asks_for_gpus(spec: &PodSpec) -> bool {
     spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| {

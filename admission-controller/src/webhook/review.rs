@@ -11,8 +11,9 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{DynamicObject, Status};
 use serde_json::Value;
 
+use super::jobset::gang::GangMutation;
 use super::jobset::validate::{self, ExistingPvcs, PvcLookup};
-use super::jobset::{decode_jobset, default_patch};
+use super::jobset::{decode_jobset, mutation_patch};
 use crate::features::FeatureGates;
 
 /// Which of the two JobSet webhooks a review was sent to.
@@ -84,17 +85,19 @@ impl ReviewError {
 pub struct Webhooks {
     pub gates: FeatureGates,
     pub pvcs: Arc<dyn PvcSource>,
+    /// Gang admission's mutation on CREATE; `None` leaves JobSets to upstream's defaults alone.
+    pub gang: Option<GangMutation>,
 }
 
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhooks").field("gates", &self.gates).finish_non_exhaustive()
+        f.debug_struct("Webhooks").field("gates", &self.gates).field("gang", &self.gang).finish_non_exhaustive()
     }
 }
 
 impl Webhooks {
     pub fn new(gates: FeatureGates, pvcs: Arc<dyn PvcSource>) -> Self {
-        Self { gates, pvcs }
+        Self { gates, pvcs, gang: None }
     }
 
     /// Answers one AdmissionReview (the raw request body) with one, as JSON.
@@ -126,7 +129,8 @@ impl Webhooks {
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return response;
         }
-        match default_patch(object) {
+        let gang = self.gang.as_ref().filter(|_| request.operation == Operation::Create);
+        match mutation_patch(object, gang) {
             Ok(patch) if patch.is_empty() => response,
             Ok(patch) => match response.clone().with_patch(patch) {
                 Ok(patched) => patched,

@@ -1,7 +1,8 @@
-//! The JobSet webhooks' logic as pure functions: defaulting ([`defaults`]), validation ([`validate`]), and the JSON
-//! patch that carries the defaults onto the object exactly as it arrived ([`default_patch`]).
+//! The JobSet webhooks' logic as pure functions: defaulting ([`defaults`]), gang mutation ([`gang`]), validation
+//! ([`validate`]), and the JSON patch that carries them onto the object exactly as it arrived ([`mutation_patch`]).
 
 pub mod defaults;
+pub mod gang;
 pub mod validate;
 
 use serde_json::Value;
@@ -36,10 +37,18 @@ pub fn decode_jobset(raw: &Value) -> Result<JobSet, serde_json::Error> {
 /// types do not know (fields of a newer JobSet or Kubernetes) is ever removed or rewritten: the defaults are
 /// applied to the typed object, and only what defaulting changed is written back into a copy of `raw`.
 pub fn default_patch(raw: &Value) -> Result<json_patch::Patch, serde_json::Error> {
+    mutation_patch(raw, None)
+}
+
+/// [`default_patch`], plus the gang mutation when `gang` is given (on CREATE with gang admission on).
+pub fn mutation_patch(raw: &Value, gang: Option<&gang::GangMutation>) -> Result<json_patch::Patch, serde_json::Error> {
     let mut js = decode_jobset(raw)?;
     js.status = None;
     let before = serde_json::to_value(&js)?;
     defaults::default_jobset(&mut js);
+    if let Some(gang) = gang {
+        gang::mutate(&mut js, gang);
+    }
     let after = serde_json::to_value(&js)?;
     let mut patched = raw.clone();
     overlay(&mut patched, &before, &after);
