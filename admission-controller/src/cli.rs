@@ -6,7 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
 use clap::{Parser, ValueEnum};
+use prometheus_client::registry::Registry;
+
+use crate::admission::metrics::AdmissionMetrics;
+use crate::admission::state::Settings;
+use crate::admission::{self, AdmissionError};
+use crate::gang::model::ModelConfig;
+use crate::gang::queue::{PodsReadyConfig, QueueConfig};
 
 use crate::features::FeatureGates;
 use crate::kube_io::{KubePvcs, SelfManaged, run_self_managed};
@@ -69,6 +78,68 @@ pub struct Args {
     /// empty leaves templates alone.
     #[arg(long, default_value = "")]
     pub gang_scheduler_name: String,
+    /// Run the admission controller (queue, placement, release) on the replica that holds the Lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub admission_controller: bool,
+    /// Hold a Lease before admitting, so several replicas are safe; the webhooks serve on every replica.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "muster-admission")]
+    pub leader_election_id: String,
+    /// Seconds a standby replica waits before taking over a Lease whose holder stopped renewing it.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Address of /metrics (Go syntax; "0" disables it).
+    #[arg(long, default_value = ":8080")]
+    pub metrics_bind_address: String,
+    /// How long an admitted gang's pods have to become ready before it is suspended and requeued (Kueue's
+    /// waitForPodsReady.timeout).
+    #[arg(long, value_parser = humantime_secs, default_value = "300")]
+    pub pods_ready_timeout: Duration,
+    /// First requeue delay after a pods-ready timeout; doubles per consecutive timeout.
+    #[arg(long, value_parser = humantime_secs, default_value = "60")]
+    pub requeue_backoff_base: Duration,
+    #[arg(long, value_parser = humantime_secs, default_value = "3600")]
+    pub requeue_backoff_max: Duration,
+    /// Requeues after which a gang is given up (left suspended, Inadmissible); unset requeues forever.
+    #[arg(long)]
+    pub requeuing_limit: Option<u32>,
+    /// How long a queue's head gang waits before nodes are held for it (others backfill only around them).
+    #[arg(long, value_parser = humantime_secs, default_value = "60")]
+    pub head_hold_after: Duration,
+    /// A GPUNode heartbeat older than this makes its node's GPUs untrusted.
+    #[arg(long, value_parser = humantime_secs, default_value = "90")]
+    pub gpu_heartbeat_timeout: Duration,
+    /// Node label keys of topology domains, narrowest first (e.g. an NVLink clique label, then a rack label).
+    #[arg(long, value_delimiter = ',')]
+    pub topology_keys: Vec<String>,
+}
+
+/// Seconds, possibly fractional ("0.5", "300").
+fn humantime_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().trim_end_matches('s').parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+impl Args {
+    /// The admission controller's knobs from the flags.
+    pub fn admission_settings(&self) -> Settings {
+        let pods_ready = PodsReadyConfig {
+            timeout: self.pods_ready_timeout,
+            backoff_base: self.requeue_backoff_base,
+            backoff_max: self.requeue_backoff_max,
+            requeuing_limit: self.requeuing_limit,
+            ..PodsReadyConfig::default()
+        };
+        Settings {
+            model: ModelConfig {
+                heartbeat_timeout: self.gpu_heartbeat_timeout,
+                topology_keys: self.topology_keys.clone(),
+            },
+            default_queue: QueueConfig { head_hold_after: self.head_hold_after, pods_ready },
+            ..Settings::default()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +154,14 @@ pub enum RunError {
     Serve(#[from] ServeError),
     #[error("health server: {0}")]
     Health(#[source] std::io::Error),
+    #[error("metrics server: {0}")]
+    Metrics(#[source] std::io::Error),
+    #[error("leader election: {0}")]
+    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error("lost the leader-election lease")]
+    LeaseLost,
 }
 
 /// Parses a Go-style listen address: `:8081`, `127.0.0.1:8081`, `[::1]:8081`; `0` means disabled.
@@ -112,6 +191,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let health_addr = parse_bind_address(&args.health_probe_bind_address)?;
     let client = kube::Client::try_default().await?;
+    let mut registry = Registry::default();
+    let admission_metrics = AdmissionMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
 
     let store = CertStore::new();
     let cert_task = if args.self_managed_certs {
@@ -133,7 +215,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         addr: SocketAddr::new(args.webhook_host, args.webhook_port),
         certs: CertSource::Store(store.clone()),
         gates: args.feature_gates,
-        pvcs: Arc::new(KubePvcs(client)),
+        pvcs: Arc::new(KubePvcs(client.clone())),
         gang: args
             .gang_admission
             .then(|| GangMutation { scheduler_name: Some(args.gang_scheduler_name.clone()).filter(|s| !s.is_empty()) }),
@@ -156,14 +238,105 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         None => None,
     };
 
-    shutdown_signal().await;
+    let metrics_task = match parse_bind_address(&args.metrics_bind_address)? {
+        Some(addr) => Some(serve_metrics(addr, Arc::clone(&registry)).await?),
+        None => None,
+    };
+    let outcome = if args.admission_controller {
+        let settings = args.admission_settings();
+        tokio::select! {
+            () = shutdown_signal() => Ok(()),
+            r = lead_and_admit(client, &args, settings, admission_metrics, Arc::new(AtomicBool::new(false))) => r,
+        }
+    } else {
+        shutdown_signal().await;
+        Ok(())
+    };
     tracing::info!("shutting down");
     server.shutdown().await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     cert_task.abort();
     if let Some(task) = health_task {
         task.abort();
     }
-    Ok(())
+    outcome
+}
+
+/// Waits for the Lease (when leader election is on), then admits until the Lease is lost: fail-stop, as
+/// kube-controller-manager does, so a replica that lost the Lease never writes again; the pod restarts and
+/// competes anew with a fresh view.
+async fn lead_and_admit(
+    client: kube::Client,
+    args: &Args,
+    settings: Settings,
+    metrics: AdmissionMetrics,
+    synced: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    if !args.leader_elect {
+        return Ok(admission::run(client, settings, metrics, synced, std::future::pending()).await?);
+    }
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("muster-admission-{}", std::process::id()));
+    let duration = args.lease_duration_seconds.max(1);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_id)
+        .with_namespace(&args.namespace)
+        .with_identity(identity)
+        .with_duration(duration)
+        .with_grace(duration.div_ceil(3))
+        .build()
+        .await?;
+    let (mut leading, _task) = manager.watch().await;
+    tracing::info!(lease = %args.leader_election_id, "waiting for the leader-election lease");
+    while !*leading.borrow_and_update() {
+        if leading.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+    tracing::info!("leading: admitting gangs");
+    let lost = async move {
+        while *leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::error!("lost the leader-election lease; stopping");
+    };
+    admission::run(client, settings, metrics, synced, lost).await?;
+    Err(RunError::LeaseLost)
+}
+
+async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(RunError::Metrics)?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = Arc::clone(&registry);
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        axum::http::StatusCode::OK,
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    ),
+                    Err(_) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                        String::new(),
+                    ),
+                }
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
 }
 
 async fn shutdown_signal() {

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod cli;
 pub mod features;
 pub mod gang;

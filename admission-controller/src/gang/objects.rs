@@ -42,7 +42,7 @@ fn pod_spec_of(rjob: &muster_api::jobset::ReplicatedJob) -> Option<&PodSpec> {
     rjob.template.spec.as_ref()?.template.spec.as_ref()
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GangSpecError {
     #[error("replicatedJobs[{rjob}]: {resource}: {source}")]
     Quantity { rjob: String, resource: String, source: QuantityError },

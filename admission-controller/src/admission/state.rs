@@ -1,0 +1,821 @@
+//! The admission controller's decisions, without I/O: fed what the watches see, [`Admission::tick`] returns the
+//! writes to make, in the order that keeps a crash harmless.
+//!
+//! The `Gang` status is the truth. This state remembers, per gang, the status last *stored* (read once at first
+//! sight, then only what our own writes stored: the leader is the only writer) and the status *desired* now.
+//! The JobSet's `spec.suspend` follows the stored phase only: it is released once `Admitted` is stored, so a
+//! crash between the two writes leaves an admitted gang whose JobSet the next leader releases, and a crash before
+//! the placement write leaves a pending gang whose reservation never existed outside memory. Nothing is lost and
+//! nothing is admitted twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use muster_api::gang::{Gang, GangPhase, GangSpec, GangStatus};
+use muster_api::gpunode::GPUNode;
+use muster_api::{JobSet, keys};
+
+use crate::gang::GangKey;
+use crate::gang::demand::GangDemand;
+use crate::gang::model::{ClusterModel, GpuReport, ModelConfig};
+use crate::gang::objects::{self, GangSpecError};
+use crate::gang::placement::per_node_of;
+use crate::gang::queue::{QueueConfig, Queues, RequeueDecision, on_pods_ready_timeout, pods_ready_deadline};
+
+/// Knobs of the admission controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub model: ModelConfig,
+    /// For queues without their own entry.
+    pub default_queue: QueueConfig,
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// Explanations computed per tick at most; the rest keep their reason until their turn (the head gangs of
+    /// each queue go first). An explanation walks the cluster, so a thousand queued gangs must not all ask at once.
+    pub explain_budget: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: ModelConfig::default(),
+            default_queue: QueueConfig::default(),
+            queues: BTreeMap::new(),
+            explain_budget: 64,
+        }
+    }
+}
+
+/// A write to make. The shell executes them in order and reports each outcome back.
+#[derive(Clone, Debug)]
+pub enum Action {
+    CreateGang(Box<Gang>),
+    WriteStatus { key: GangKey, status: Box<GangStatus> },
+    SetSuspend { key: GangKey, suspend: bool },
+}
+
+/// What a tick did, for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct TickReport {
+    pub actions: Vec<Action>,
+    /// Per admission: queue, time from queued to admitted.
+    pub admitted: Vec<(String, Duration)>,
+    /// Per gang that became Running: queue, time from admitted to running.
+    pub running: Vec<(String, Duration)>,
+    /// Per requeue: queue, reason.
+    pub requeued: Vec<(String, &'static str)>,
+}
+
+/// Per queue, for the gauges.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueSnapshot {
+    pub pending: u64,
+    pub inadmissible: u64,
+    pub admitted: u64,
+    pub admitted_not_running: u64,
+    pub oldest_pending: Option<Duration>,
+    pub oldest_admitted_not_running: Option<Duration>,
+    /// The head gang, how long it has waited, and the GPUs it lacks now.
+    pub head: Option<(GangKey, Duration, u64)>,
+    pub reserved_gpus: u64,
+}
+
+pub const REQUEUE_PODS_READY_TIMEOUT: &str = "PodsReadyTimeout";
+
+#[derive(Clone, Debug)]
+struct JobSetView {
+    name: String,
+    namespace: String,
+    uid: String,
+    suspended: bool,
+    /// Completed or Failed.
+    finished: Option<&'static str>,
+    spec: Result<GangSpec, GangSpecError>,
+}
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    queue: String,
+    demand: Result<GangDemand, String>,
+    stored: GangStatus,
+    desired: GangStatus,
+    /// The model generation the reason was computed at.
+    explained_at: Option<u64>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Admission {
+    settings: Settings,
+    model: ClusterModel,
+    queues: Queues,
+    priority_classes: HashMap<String, i32>,
+    /// Gang-managed JobSets only (those carrying `muster.dev/admission-suspended`).
+    jobsets: HashMap<GangKey, JobSetView>,
+    gangs: HashMap<GangKey, Tracked>,
+    /// Gangs asked for and not seen yet.
+    creating: HashSet<GangKey>,
+    /// Ready pods per gang.
+    ready: HashMap<GangKey, HashSet<String>>,
+}
+
+fn time(t: SystemTime) -> Time {
+    // Out of jiff's range only for absurd clocks; the epoch is then as good an answer as any.
+    Time(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn system_time(t: &Time) -> SystemTime {
+    SystemTime::from(t.0)
+}
+
+impl Admission {
+    pub fn new(settings: Settings) -> Self {
+        let mut queues = Queues::new(settings.default_queue.clone());
+        for (name, config) in &settings.queues {
+            queues.set_config(name, config.clone());
+        }
+        Admission {
+            model: ClusterModel::new(settings.model.clone()),
+            queues,
+            settings,
+            priority_classes: HashMap::new(),
+            jobsets: HashMap::new(),
+            gangs: HashMap::new(),
+            creating: HashSet::new(),
+            ready: HashMap::new(),
+        }
+    }
+
+    pub fn model(&self) -> &ClusterModel {
+        &self.model
+    }
+
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    // === What the watches see ===
+
+    pub fn priority_class_applied(&mut self, name: &str, value: i32) {
+        self.priority_classes.insert(name.to_owned(), value);
+    }
+
+    pub fn priority_class_deleted(&mut self, name: &str) {
+        self.priority_classes.remove(name);
+    }
+
+    pub fn jobset_applied(&mut self, js: &JobSet) {
+        let (Some(name), Some(namespace)) = (js.metadata.name.as_deref(), js.metadata.namespace.as_deref()) else {
+            return;
+        };
+        let key = GangKey::new(namespace, name);
+        if js.annotation(keys::ADMISSION_OWNS_SUSPEND).is_none() {
+            self.jobsets.remove(&key);
+            return;
+        }
+        let condition_true = |t: &str| {
+            js.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == t && c.status == "True"))
+        };
+        let finished = if condition_true(keys::CONDITION_COMPLETED) {
+            Some(keys::CONDITION_COMPLETED)
+        } else if condition_true(keys::CONDITION_FAILED) {
+            Some(keys::CONDITION_FAILED)
+        } else {
+            None
+        };
+        let classes = &self.priority_classes;
+        let view = JobSetView {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            uid: js.metadata.uid.clone().unwrap_or_default(),
+            suspended: js.suspended(),
+            finished,
+            spec: objects::gang_spec(js, |pc| classes.get(pc).copied()),
+        };
+        self.jobsets.insert(key, view);
+    }
+
+    pub fn jobset_deleted(&mut self, namespace: &str, name: &str) {
+        let key = GangKey::new(namespace, name);
+        self.jobsets.remove(&key);
+        // Its Gang goes with it (owner reference); its GPUs are free now, not when the collector gets there.
+        self.forget(&key);
+    }
+
+    pub fn gang_applied(&mut self, gang: &Gang, now: SystemTime) {
+        let (Some(name), Some(namespace)) = (gang.metadata.name.as_deref(), gang.metadata.namespace.as_deref()) else {
+            return;
+        };
+        let key = GangKey::new(namespace, name);
+        self.creating.remove(&key);
+        let demand = GangDemand::from_spec(key.clone(), &gang.spec).map_err(|e| e.to_string());
+        if let Some(t) = self.gangs.get_mut(&key) {
+            // Status: ours is the truth after first sight. The spec is the JobSet's; re-queue with the new demand.
+            if t.demand != demand {
+                if let Ok(d) = &demand
+                    && self.queues.get(&key).is_some()
+                {
+                    self.queues.enqueue(d.clone(), now);
+                }
+                t.demand = demand;
+            }
+            return;
+        }
+        let stored = gang.status.clone().unwrap_or_default();
+        let mut tracked =
+            Tracked { queue: gang.spec.queue.clone(), demand, desired: stored.clone(), stored, explained_at: None };
+        match (tracked.stored.phase, &tracked.demand) {
+            (GangPhase::Admitted | GangPhase::Running, Ok(demand)) => {
+                match per_node_of(demand, &tracked.stored.placement) {
+                    Ok(per_node) => {
+                        // Already reserved means we saw this gang before a relist; nothing to do.
+                        let _ = self.model.reserve(&key, &per_node);
+                    }
+                    Err(pod_set) => {
+                        tracing::warn!(gang = %key, pod_set, "stored placement names an unknown pod set; queueing again");
+                        tracked.desired.phase = GangPhase::Pending;
+                        tracked.desired.placement.clear();
+                        self.queues.enqueue(demand.clone(), now);
+                    }
+                }
+            }
+            (GangPhase::Finished, _) | (_, Err(_)) => {}
+            (GangPhase::Pending | GangPhase::Requeued | GangPhase::Inadmissible, Ok(demand)) => {
+                let arrival = tracked
+                    .stored
+                    .queued_at
+                    .as_ref()
+                    .or(gang.metadata.creation_timestamp.as_ref())
+                    .map_or(now, system_time);
+                tracked.desired.queued_at.get_or_insert_with(|| time(arrival));
+                self.queues.enqueue(demand.clone(), arrival);
+            }
+        }
+        self.gangs.insert(key, tracked);
+    }
+
+    pub fn gang_deleted(&mut self, namespace: &str, name: &str) {
+        self.forget(&GangKey::new(namespace, name));
+    }
+
+    fn forget(&mut self, key: &GangKey) {
+        self.gangs.remove(key);
+        self.creating.remove(key);
+        self.model.release(key);
+        self.queues.remove(key);
+        self.ready.remove(key);
+    }
+
+    pub fn node_applied(&mut self, node: &Node) {
+        if let Some(info) = objects::node_info(node) {
+            self.model.apply_node(info);
+        }
+    }
+
+    pub fn node_deleted(&mut self, name: &str) {
+        self.model.delete_node(name);
+    }
+
+    pub fn gpunode_applied(&mut self, gpunode: &GPUNode) {
+        let (Some(name), Some(status)) = (gpunode.metadata.name.as_deref(), gpunode.status.as_ref()) else { return };
+        self.model.apply_gpunode(GpuReport::from_status(name, status));
+    }
+
+    pub fn gpunode_deleted(&mut self, name: &str) {
+        self.model.delete_gpunode(name);
+    }
+
+    pub fn pod_applied(&mut self, pod: &Pod) {
+        let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else { return };
+        match objects::pod_info(pod) {
+            Some(info) => self.model.apply_pod(info),
+            None => self.model.delete_pod(ns, name),
+        }
+        if let Some(gang) = objects::pod_gang(pod) {
+            let ready = self.ready.entry(gang).or_default();
+            if objects::pod_ready(pod) && objects::pod_info(pod).is_some() {
+                ready.insert(name.to_owned());
+            } else {
+                ready.remove(name);
+            }
+        }
+    }
+
+    pub fn pod_deleted(&mut self, namespace: &str, name: &str, jobset: Option<&str>) {
+        self.model.delete_pod(namespace, name);
+        if let Some(ready) = jobset.and_then(|js| self.ready.get_mut(&GangKey::new(namespace, js))) {
+            ready.remove(name);
+        }
+    }
+
+    // === Outcomes of the writes ===
+
+    pub fn gang_created(&mut self, key: &GangKey, ok: bool) {
+        if !ok {
+            // Asked again next tick.
+            self.creating.remove(key);
+        }
+    }
+
+    pub fn status_written(&mut self, key: &GangKey, status: &GangStatus) {
+        if let Some(t) = self.gangs.get_mut(key) {
+            t.stored = status.clone();
+        }
+    }
+
+    /// A status write failed. An admission that was not stored is undone at once, so its GPUs are not held for a
+    /// placement nobody will see; anything else is retried next tick.
+    pub fn status_write_failed(&mut self, key: &GangKey, status: &GangStatus, now: SystemTime) {
+        let Some(t) = self.gangs.get_mut(key) else { return };
+        let admitted = |p: GangPhase| matches!(p, GangPhase::Admitted | GangPhase::Running);
+        if admitted(status.phase) && !admitted(t.stored.phase) {
+            self.model.release(key);
+            t.desired = t.stored.clone();
+            if let Ok(demand) = &t.demand {
+                let arrival = status.queued_at.as_ref().map_or(now, system_time);
+                self.queues.enqueue(demand.clone(), arrival);
+            }
+        }
+    }
+
+    pub fn suspend_set(&mut self, key: &GangKey, suspend: bool) {
+        if let Some(js) = self.jobsets.get_mut(key) {
+            js.suspended = suspend;
+        }
+    }
+
+    // === Deciding ===
+
+    /// One round: create missing Gangs, follow finished JobSets and pods' readiness, run a queue pass, refresh
+    /// positions and reasons, then say which writes bring the cluster to what was decided.
+    pub fn tick(&mut self, now: SystemTime) -> TickReport {
+        self.model.set_time(now);
+        let mut report = TickReport::default();
+        self.create_missing_gangs(&mut report);
+        self.follow_lifecycle(now, &mut report);
+
+        let pass = self.queues.pass(&mut self.model, now);
+        for admitted in pass.admitted {
+            let Some(t) = self.gangs.get_mut(&admitted.key) else {
+                // Not ours any more (deleted during the pass); give the GPUs back.
+                self.model.release(&admitted.key);
+                continue;
+            };
+            let nodes: BTreeSet<&str> = admitted.placement.slots.iter().map(|s| s.node.as_str()).collect();
+            let slots = admitted.placement.slots.len();
+            t.desired = GangStatus {
+                phase: GangPhase::Admitted,
+                queue_position: None,
+                reason: Some(format!("admitted: {slots} pods placed on {} nodes", nodes.len())),
+                placement: admitted.placement.slots,
+                admitted_at: Some(time(now)),
+                running_at: None,
+                finished_at: None,
+                ..t.desired.clone()
+            };
+            let waited = now.duration_since(admitted.arrival).unwrap_or_default();
+            report.admitted.push((admitted.queue, waited));
+        }
+        self.refresh_queued(&mut report);
+        self.emit_writes(&mut report);
+        report
+    }
+
+    fn create_missing_gangs(&mut self, report: &mut TickReport) {
+        // Sorted, so gangs created in one round are queued in name order when their arrivals tie.
+        let mut jobsets: Vec<(&GangKey, &JobSetView)> = self.jobsets.iter().collect();
+        jobsets.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, js) in jobsets {
+            if js.finished.is_some() || self.gangs.contains_key(key) || self.creating.contains(key) {
+                continue;
+            }
+            // A JobSet whose demand we cannot read still gets a Gang: its status is where the user learns why.
+            let spec = js
+                .spec
+                .clone()
+                .unwrap_or_else(|_| GangSpec { queue: keys::DEFAULT_QUEUE.to_owned(), ..GangSpec::default() });
+            let gang = Gang {
+                metadata: ObjectMeta {
+                    name: Some(js.name.clone()),
+                    namespace: Some(js.namespace.clone()),
+                    labels: Some(BTreeMap::from([(keys::JOBSET_NAME.to_owned(), js.name.clone())])),
+                    owner_references: Some(vec![OwnerReference {
+                        api_version: "jobset.x-k8s.io/v1alpha2".to_owned(),
+                        kind: "JobSet".to_owned(),
+                        name: js.name.clone(),
+                        uid: js.uid.clone(),
+                        controller: Some(true),
+                        block_owner_deletion: None,
+                    }]),
+                    ..ObjectMeta::default()
+                },
+                spec,
+                status: None,
+            };
+            self.creating.insert(key.clone());
+            report.actions.push(Action::CreateGang(Box::new(gang)));
+        }
+    }
+
+    fn follow_lifecycle(&mut self, now: SystemTime, report: &mut TickReport) {
+        for (key, t) in &mut self.gangs {
+            let Some(js) = self.jobsets.get(key) else { continue };
+            if let Some(how) = js.finished {
+                if t.desired.phase != GangPhase::Finished {
+                    self.model.release(key);
+                    self.queues.remove(key);
+                    t.desired.phase = GangPhase::Finished;
+                    t.desired.queue_position = None;
+                    t.desired.finished_at = Some(time(now));
+                    t.desired.reason = Some(format!("the JobSet {}; its GPUs are released", how.to_lowercase()));
+                }
+                continue;
+            }
+            // Never queued: say why, once.
+            let unreadable = match (&js.spec, &t.demand) {
+                (Err(why), _) => Some(format!("the JobSet's demand cannot be read: {why}")),
+                (_, Err(why)) => Some(format!("the gang's demand cannot be read: {why}")),
+                _ => None,
+            };
+            if let Some(why) = unreadable {
+                if !matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running) {
+                    t.desired.phase = GangPhase::Inadmissible;
+                    t.desired.reason = Some(why);
+                }
+                continue;
+            }
+            if t.desired.phase != GangPhase::Admitted {
+                continue;
+            }
+            let Ok(demand) = &t.demand else { continue };
+            let ready = self.ready.get(key).map_or(0, HashSet::len);
+            let admitted_at = t.desired.admitted_at.as_ref().map_or(now, system_time);
+            if ready as u64 >= u64::from(demand.total_pods()) {
+                t.desired.phase = GangPhase::Running;
+                t.desired.running_at = Some(time(now));
+                t.desired.reason = Some("every pod of the gang is ready".to_owned());
+                report.running.push((t.queue.clone(), now.duration_since(admitted_at).unwrap_or_default()));
+                continue;
+            }
+            let config = &self.queues.config(&t.queue).pods_ready;
+            if now < pods_ready_deadline(config, admitted_at) {
+                continue;
+            }
+            let requeues = u32::try_from(t.desired.requeue_count).unwrap_or(0);
+            let decision = on_pods_ready_timeout(config, requeues, now);
+            let timeout = config.timeout;
+            self.model.release(key);
+            let arrival = t.desired.queued_at.as_ref().map_or(now, system_time);
+            report.requeued.push((t.queue.clone(), REQUEUE_PODS_READY_TIMEOUT));
+            t.desired.placement.clear();
+            t.desired.admitted_at = None;
+            match decision {
+                RequeueDecision::Requeue { requeue_count, eligible_at } => {
+                    self.queues.requeue(demand.clone(), arrival, decision, now);
+                    t.desired.phase = GangPhase::Requeued;
+                    t.desired.requeue_count = i32::try_from(requeue_count).unwrap_or(i32::MAX);
+                    let wait = eligible_at.duration_since(now).unwrap_or_default();
+                    t.desired.reason = Some(format!(
+                        "{ready} of {} pods were ready after {}s; suspended, GPUs released, queued again after {}s",
+                        demand.total_pods(),
+                        timeout.as_secs(),
+                        wait.as_secs()
+                    ));
+                }
+                RequeueDecision::Deactivate { requeue_count } => {
+                    t.desired.phase = GangPhase::Inadmissible;
+                    t.desired.requeue_count = i32::try_from(requeue_count).unwrap_or(i32::MAX);
+                    t.desired.reason = Some(format!(
+                        "pods were not all ready within {}s {requeue_count} times; the requeuing limit is reached",
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Positions and reasons of queued gangs; explanations within the budget, heads first.
+    fn refresh_queued(&mut self, _report: &mut TickReport) {
+        let generation = self.model.generation();
+        let mut budget = self.settings.explain_budget;
+        let names: Vec<String> = self.queues.queue_names().map(str::to_owned).collect();
+        let orders: Vec<Vec<GangKey>> = names.iter().map(|q| self.queues.order(q)).collect();
+        let longest = orders.iter().map(Vec::len).max().unwrap_or(0);
+        // Round-robin over queues by position, so every queue's head is explained before anyone's tail.
+        for position in 0..longest {
+            for order in &orders {
+                let Some(key) = order.get(position) else { continue };
+                let (Some(t), Some(queued)) = (self.gangs.get_mut(key), self.queues.get(key)) else { continue };
+                t.desired.queue_position = Some(i32::try_from(position + 1).unwrap_or(i32::MAX));
+                let phase = if queued.inadmissible.is_some() {
+                    GangPhase::Inadmissible
+                } else if t.desired.phase == GangPhase::Requeued && queued.eligible_at.is_some() {
+                    GangPhase::Requeued
+                } else {
+                    GangPhase::Pending
+                };
+                let fresh = t.explained_at == Some(generation) && t.desired.phase == phase;
+                t.desired.phase = phase;
+                if phase == GangPhase::Requeued || fresh || budget == 0 {
+                    continue;
+                }
+                if let Some(why) = self.queues.explain(&self.model, key) {
+                    budget -= 1;
+                    t.desired.reason = Some(why.message);
+                    t.explained_at = Some(generation);
+                }
+            }
+        }
+    }
+
+    fn emit_writes(&mut self, report: &mut TickReport) {
+        let mut keys: Vec<&GangKey> = self.gangs.keys().collect();
+        keys.sort();
+        for key in keys {
+            let Some(t) = self.gangs.get(key) else { continue };
+            if t.desired != t.stored {
+                report.actions.push(Action::WriteStatus { key: key.clone(), status: Box::new(t.desired.clone()) });
+            }
+            let Some(js) = self.jobsets.get(key) else { continue };
+            if js.finished.is_some() {
+                continue;
+            }
+            // Released only once the placement is stored; held again as soon as a requeue is stored.
+            let suspend = !matches!(t.stored.phase, GangPhase::Admitted | GangPhase::Running);
+            if js.suspended != suspend {
+                report.actions.push(Action::SetSuspend { key: key.clone(), suspend });
+            }
+        }
+    }
+
+    // === Reading ===
+
+    pub fn snapshot(&self, now: SystemTime) -> BTreeMap<String, QueueSnapshot> {
+        let mut out: BTreeMap<String, QueueSnapshot> = BTreeMap::new();
+        for (key, t) in &self.gangs {
+            let q = out.entry(t.queue.clone()).or_default();
+            let age = |at: Option<&Time>| at.map(|a| now.duration_since(system_time(a)).unwrap_or_default());
+            match t.stored.phase {
+                GangPhase::Pending | GangPhase::Requeued => {
+                    q.pending += 1;
+                    q.oldest_pending = q.oldest_pending.max(age(t.stored.queued_at.as_ref()));
+                }
+                GangPhase::Inadmissible => q.inadmissible += 1,
+                GangPhase::Admitted => {
+                    q.admitted += 1;
+                    q.admitted_not_running += 1;
+                    q.oldest_admitted_not_running =
+                        q.oldest_admitted_not_running.max(age(t.stored.admitted_at.as_ref()));
+                }
+                GangPhase::Running => q.admitted += 1,
+                GangPhase::Finished => {}
+            }
+            if let Some(per_node) = self.model.reservation(key) {
+                q.reserved_gpus += per_node.values().map(|r| u64::from(r.gpus)).sum::<u64>();
+            }
+        }
+        for (name, q) in &mut out {
+            let Some(head) = self
+                .queues
+                .order(name)
+                .into_iter()
+                .find(|k| self.queues.get(k).is_some_and(|g| g.inadmissible.is_none()))
+            else {
+                continue;
+            };
+            let waited = self.queues.get(&head).map(|g| now.duration_since(g.arrival).unwrap_or_default());
+            let shortfall = self.queues.explain(&self.model, &head).map_or(0, |x| x.gpu_shortfall);
+            q.head = Some((head, waited.unwrap_or_default(), shortfall));
+        }
+        out
+    }
+
+    /// The stored status of a gang, as the API server has it.
+    pub fn stored(&self, key: &GangKey) -> Option<&GangStatus> {
+        self.gangs.get(key).map(|t| &t.stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn jobset(name: &str, gpus_per_pod: u32, replicas: u32, extra: Value) -> JobSet {
+        let mut v = json!({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}"),
+                         "annotations": {"muster.dev/admission-suspended": "true"}},
+            "spec": {"suspend": true, "replicatedJobs": [{"name": "w", "replicas": replicas, "template": {"spec": {
+                "template": {"spec": {"containers": [{"name": "c", "image": "i",
+                    "resources": {"limits": {"nvidia.com/gpu": gpus_per_pod.to_string()}}}]}}}}}]}});
+        if let (Some(obj), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, x) in extra {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
+        serde_json::from_value(v).expect("jobset")
+    }
+
+    fn node(name: &str) -> (Node, GPUNode) {
+        let node = serde_json::from_value(json!({"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .expect("node");
+        let devices: Vec<Value> = (0..8).map(|i| json!({"index": i, "uuid": format!("GPU-{name}-{i}"), "model": "NVIDIA H100 80GB HBM3", "pciBusId": format!("0000:{i:02x}:00.0"), "health": {"healthy": true}})).collect();
+        let gpunode = serde_json::from_value(json!({"apiVersion": "muster.dev/v1alpha1", "kind": "GPUNode",
+            "metadata": {"name": name}, "spec": {"nodeName": name},
+            "status": {"nvmlAvailable": true, "devices": devices, "heartbeatTime": Time(Timestamp::try_from(at(0)).expect("t"))}}))
+        .expect("gpunode");
+        (node, gpunode)
+    }
+
+    /// A cluster of `n` 8-GPU nodes and the JobSets, with their Gangs created as the API server would.
+    fn admission(nodes: usize, jobsets: &[JobSet]) -> Admission {
+        let mut a = Admission::new(Settings::default());
+        for i in 0..nodes {
+            let (n, g) = node(&format!("gpu-{i}"));
+            a.node_applied(&n);
+            a.gpunode_applied(&g);
+        }
+        for js in jobsets {
+            a.jobset_applied(js);
+        }
+        let report = a.tick(at(1));
+        for (i, action) in report.actions.into_iter().enumerate() {
+            if let Action::CreateGang(mut gang) = action {
+                // Created in name order, a millisecond apart.
+                gang.metadata.creation_timestamp = Some(time(at(0) + Duration::from_millis(i as u64)));
+                a.gang_applied(&gang, at(1));
+            }
+        }
+        a
+    }
+
+    fn writes(report: &TickReport) -> Vec<(String, GangPhase)> {
+        report
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::WriteStatus { key, status } => Some((key.to_string(), status.phase)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn suspends(report: &TickReport) -> Vec<(String, bool)> {
+        report
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetSuspend { key, suspend } => Some((key.to_string(), *suspend)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Carries out every status write of a tick as if the API server accepted it.
+    fn store_all(a: &mut Admission, report: &TickReport) {
+        for action in &report.actions {
+            match action {
+                Action::WriteStatus { key, status } => a.status_written(key, status),
+                Action::SetSuspend { key, suspend } => a.suspend_set(key, *suspend),
+                Action::CreateGang(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_placement_is_stored_before_the_jobset_is_released_and_the_second_gang_waits_with_a_reason() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({})), jobset("second", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Admitted), ("ml/second".into(), GangPhase::Pending)]);
+        assert!(suspends(&r).is_empty(), "nothing is released before its placement is stored");
+        store_all(&mut a, &r);
+        let r = a.tick(at(3));
+        assert_eq!(suspends(&r), [("ml/first".into(), false)]);
+        let second = a.stored(&GangKey::new("ml", "second")).expect("tracked");
+        assert_eq!(second.queue_position, Some(1));
+        assert!(second.reason.as_deref().is_some_and(|r| r.contains("16")), "{:?}", second.reason);
+        let first = a.stored(&GangKey::new("ml", "first")).expect("tracked");
+        assert_eq!(first.placement.len(), 2);
+    }
+
+    #[test]
+    fn a_restart_between_placement_and_release_releases_once_and_admits_nothing_twice() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({})), jobset("second", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        // Crash now: the placement is stored, the JobSet still suspended. A new process lists everything.
+        let stored_first = a.stored(&GangKey::new("ml", "first")).cloned().expect("first");
+        let stored_second = a.stored(&GangKey::new("ml", "second")).cloned().expect("second");
+        let mut b = Admission::new(Settings::default());
+        for i in 0..2 {
+            let (n, g) = node(&format!("gpu-{i}"));
+            b.node_applied(&n);
+            b.gpunode_applied(&g);
+        }
+        for (name, status) in [("first", stored_first), ("second", stored_second)] {
+            b.jobset_applied(&jobset(name, 8, 2, json!({})));
+            let gang = Gang {
+                metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ml".into()), ..ObjectMeta::default() },
+                spec: objects::gang_spec(&jobset(name, 8, 2, json!({})), |_| None).expect("spec"),
+                status: Some(status),
+            };
+            b.gang_applied(&gang, at(5));
+        }
+        let r = b.tick(at(6));
+        assert_eq!(suspends(&r), [("ml/first".into(), false)], "the stored admission is finished");
+        assert!(
+            !writes(&r).iter().any(|(_, p)| *p == GangPhase::Admitted),
+            "nothing is admitted again: {:?}",
+            writes(&r)
+        );
+    }
+
+    #[test]
+    fn a_failed_placement_write_gives_the_gpus_back() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({})), jobset("second", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        for action in &r.actions {
+            if let Action::WriteStatus { key, status } = action {
+                if status.phase == GangPhase::Admitted {
+                    a.status_write_failed(key, status, at(2));
+                } else {
+                    a.status_written(key, status);
+                }
+            }
+        }
+        assert!(a.model().reservations().next().is_none(), "no reservation without a stored placement");
+        let r = a.tick(at(3));
+        let admitted: Vec<_> = writes(&r).into_iter().filter(|(_, p)| *p == GangPhase::Admitted).collect();
+        assert_eq!(admitted, [("ml/first".into(), GangPhase::Admitted)], "the first gang, first in line, again");
+    }
+
+    #[test]
+    fn finishing_releases_the_gpus_for_the_next_gang() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({})), jobset("second", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        let r = a.tick(at(3));
+        store_all(&mut a, &r);
+        a.jobset_applied(&jobset(
+            "first",
+            8,
+            2,
+            json!({"status": {"conditions": [{"type": "Completed", "status": "True", "reason": "AllJobsCompleted",
+                "message": "jobset completed successfully", "lastTransitionTime": "2027-01-01T00:00:00Z"}]}}),
+        ));
+        let r = a.tick(at(4));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Finished), ("ml/second".into(), GangPhase::Admitted)]);
+    }
+
+    #[test]
+    fn ready_pods_make_it_running_and_a_timeout_requeues_it_suspended() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        let pod = |i: u32, ready: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": format!("first-w-0-{i}"), "namespace": "ml",
+                    "labels": {"jobset.sigs.k8s.io/jobset-name": "first"}},
+                "spec": {"nodeName": format!("gpu-{i}"), "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]}}))
+            .expect("pod")
+        };
+        a.pod_applied(&pod(0, "True"));
+        a.pod_applied(&pod(1, "False"));
+        let r = a.tick(at(10));
+        assert!(writes(&r).is_empty(), "one of two pods ready is not running: {:?}", writes(&r));
+        // Past the 5-minute pods-ready timeout: suspended, released, queued again.
+        let r = a.tick(at(2 + 301));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Requeued)]);
+        assert_eq!(a.model().reservations().count(), 0);
+        store_all(&mut a, &r);
+        let r = a.tick(at(2 + 302));
+        assert_eq!(suspends(&r), [("ml/first".into(), true)]);
+        assert_eq!(a.stored(&GangKey::new("ml", "first")).map(|s| s.requeue_count), Some(1));
+
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        a.pod_applied(&pod(0, "True"));
+        a.pod_applied(&pod(1, "True"));
+        let r = a.tick(at(10));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Running)]);
+    }
+
+    #[test]
+    fn a_gang_bigger_than_the_cluster_is_inadmissible_and_does_not_block_a_smaller_one() {
+        let mut a = admission(2, &[jobset("huge", 8, 3, json!({})), jobset("small", 8, 1, json!({}))]);
+        let r = a.tick(at(2));
+        assert_eq!(writes(&r), [("ml/huge".into(), GangPhase::Inadmissible), ("ml/small".into(), GangPhase::Admitted)]);
+        store_all(&mut a, &r);
+        let huge = a.stored(&GangKey::new("ml", "huge")).expect("huge");
+        assert!(huge.reason.as_deref().is_some_and(|r| !r.is_empty()), "{huge:?}");
+    }
+}
