@@ -1,6 +1,17 @@
 //! Muster's own components run in the test (or demo) process against a [`crate::TestCluster`].
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use muster_admission::admission::{self, metrics::AdmissionMetrics, state::Settings};
+use muster_admission::webhook::config::{
+    MUTATING_CONFIGURATION, VALIDATING_CONFIGURATION, mutating_configuration, validating_configuration,
+};
+use muster_admission::webhook::jobset::gang::GangMutation;
+use muster_admission::{RunningServer, ServeConfig, serve};
 use muster_reconciler::metrics::{JobSetLabels, Metrics};
 use muster_reconciler::plan::FeatureGates;
 use prometheus_client::registry::Registry;
@@ -45,5 +56,102 @@ impl Drop for InProcessReconciler {
             let _ = stop.send(());
         }
         self.task.abort();
+    }
+}
+
+/// Muster's admission side on the current tokio runtime: the JobSet webhooks with gang mutation, registered with
+/// the API server, and the admission controller (queue, placement, release). Dropping it stops both and removes
+/// the webhook configurations; [`InProcessAdmission::crash`] stops only the controller, abruptly, as a killed
+/// process would (the webhooks stay, as they would on another replica).
+pub struct InProcessAdmission {
+    client: Client,
+    pub metrics: AdmissionMetrics,
+    registry: Registry,
+    controller: Option<tokio::task::JoinHandle<()>>,
+    webhook: Option<RunningServer>,
+    settings: Settings,
+}
+
+impl InProcessAdmission {
+    pub async fn start(client: Client, settings: Settings) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let webhook = serve(ServeConfig { gang: Some(GangMutation::default()), ..ServeConfig::loopback() }).await?;
+        let ca = webhook.ca_pem().map(str::as_bytes);
+        let target = webhook.webhook_target();
+        let pp = PostParams::default();
+        // A test that failed may have left the previous configurations behind.
+        let dp = DeleteParams::default();
+        let _ = Api::<MutatingWebhookConfiguration>::all(client.clone()).delete(MUTATING_CONFIGURATION, &dp).await;
+        let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone()).delete(VALIDATING_CONFIGURATION, &dp).await;
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .create(&pp, &mutating_configuration(&target, ca))
+            .await?;
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .create(&pp, &validating_configuration(&target, ca))
+            .await?;
+        let mut this = Self {
+            client,
+            metrics: AdmissionMetrics::register(&mut Registry::default()),
+            registry: Registry::default(),
+            controller: None,
+            webhook: Some(webhook),
+            settings,
+        };
+        this.restart_controller();
+        Ok(this)
+    }
+
+    /// Starts the admission controller afresh (after [`Self::crash`]), with new metrics: a new process.
+    pub fn restart_controller(&mut self) {
+        self.restart_controller_as(self.client.clone());
+    }
+
+    /// [`Self::restart_controller`] with the given client (e.g. one impersonating a less privileged user).
+    pub fn restart_controller_as(&mut self, client: Client) {
+        self.crash();
+        self.registry = Registry::default();
+        self.metrics = AdmissionMetrics::register(&mut self.registry);
+        let run = admission::run(
+            client,
+            self.settings.clone(),
+            self.metrics.clone(),
+            Arc::new(AtomicBool::new(false)),
+            std::future::pending(),
+        );
+        self.controller = Some(tokio::spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("admission controller stopped: {e}");
+            }
+        }));
+    }
+
+    /// Kills the admission controller wherever it is.
+    pub fn crash(&mut self) {
+        if let Some(task) = self.controller.take() {
+            task.abort();
+        }
+    }
+
+    /// The controller's metrics in the text exposition format, as /metrics serves them.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Drop for InProcessAdmission {
+    fn drop(&mut self) {
+        self.crash();
+        drop(self.webhook.take());
+        // The configurations point at a server that is gone; remove them so later tests are not refused.
+        let client = self.client.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let dp = DeleteParams::default();
+                let _ =
+                    Api::<MutatingWebhookConfiguration>::all(client.clone()).delete(MUTATING_CONFIGURATION, &dp).await;
+                let _ = Api::<ValidatingWebhookConfiguration>::all(client).delete(VALIDATING_CONFIGURATION, &dp).await;
+            });
+        }
     }
 }
