@@ -96,8 +96,11 @@ async fn publish(client: &Client, node: &str, unhealthy: Option<&[(u32, u64)]>) 
     api.patch_status(node, &pp, &Patch::Apply(&status)).await.expect("GPUNode status");
 }
 
+/// Unhealthy GPUs of a node as (index, XID); `None` for a node without an agent.
+type NodeHealth<'a> = (&'a str, Option<&'a [(u32, u64)]>);
+
 /// Every node healthy except as given.
-async fn fleet(client: &Client, unhealthy: &[(&str, Option<&[(u32, u64)]>)]) {
+async fn fleet(client: &Client, unhealthy: &[NodeHealth<'_>]) {
     for node in NODES {
         let state = unhealthy.iter().find(|(n, _)| *n == node).map_or(Some(&[][..]), |(_, s)| *s);
         publish(client, node, state).await;
