@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check CI runs, in order: formatting, lints, generated-artefact freshness, the real control plane,
+# Every check CI runs, in order: formatting, lints, generated-artefact freshness, alert rules, the real control plane,
 # then all tests (unit, property and integration tests against the real control plane).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "generated CRDs are up to date"
 cargo run --quiet --locked -p muster-api --bin muster-crdgen -- --check
+
+step "alert rules (promtool)"
+bash scripts/check-monitoring.sh
 
 step "control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
 MUSTER_CONTROL_PLANE_BIN="$(bash tests/build-control-plane.sh | tail -n 1)"
