@@ -178,3 +178,47 @@ impl AdmissionMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gang::GangKey;
+
+    /// Every `muster_admission_*` metric of the contract the alert rules and the dashboard are written against
+    /// (deploy/monitoring/metrics.txt) is exported under exactly that name, and nothing else is.
+    #[test]
+    fn exported_names_are_the_contract() {
+        let mut registry = Registry::default();
+        let m = AdmissionMetrics::register(&mut registry);
+        let queue = "research".to_owned();
+        let report = TickReport {
+            actions: Vec::new(),
+            admitted: vec![(queue.clone(), Duration::from_millis(7))],
+            running: vec![(queue.clone(), Duration::from_secs(3))],
+            requeued: vec![(queue.clone(), "PodsReadyTimeout")],
+        };
+        m.observe_tick(&report, Duration::from_millis(2));
+        m.error("write_status");
+        let snapshot = QueueSnapshot {
+            pending: 2,
+            head: Some((GangKey::new("ml", "big"), Duration::from_secs(90), 8)),
+            ..QueueSnapshot::default()
+        };
+        m.set_queues(&BTreeMap::from([(queue, snapshot)]));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+
+        let contract = include_str!("../../../deploy/monitoring/metrics.txt");
+        let expected: std::collections::BTreeSet<&str> = contract
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("muster_admission_"))
+            .map(|n| n.strip_suffix("_total").unwrap_or(n))
+            .collect();
+        let exported: std::collections::BTreeSet<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(exported, expected, "{text}");
+        assert!(text.contains(r#"muster_admission_head_wait_seconds{queue="research",gang="ml/big"} 90.0"#), "{text}");
+        assert!(text.contains(r#"muster_admission_wait_seconds_bucket{le="0.01",queue="research"} 1"#), "{text}");
+    }
+}
