@@ -4,17 +4,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use muster_admission::admission::{self, metrics::AdmissionMetrics, state::Settings};
 use muster_admission::webhook::config::{
     MUTATING_CONFIGURATION, VALIDATING_CONFIGURATION, mutating_configuration, validating_configuration,
 };
 use muster_admission::webhook::jobset::gang::GangMutation;
 use muster_admission::{RunningServer, ServeConfig, serve};
+use muster_api::gpunode::GPUNode;
 use muster_reconciler::metrics::{JobSetLabels, Metrics};
 use muster_reconciler::plan::FeatureGates;
 use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// The JobSet controller on the current tokio runtime; stopped when dropped.
@@ -57,6 +61,33 @@ impl Drop for InProcessReconciler {
         }
         self.task.abort();
     }
+}
+
+/// Publishes `node`'s GPUNode exactly as the gpu-agent does (server-side apply of the object, then of its status):
+/// `gpus` H100s, those in `unhealthy` marked with their XID, heartbeat now. A stand-in for an agent where the
+/// NVML path is not what is being tested (gpu-agent/tests/apiserver.rs tests that path).
+pub async fn publish_gpu_node(client: &Client, node: &str, gpus: u32, unhealthy: &[(u32, u64)]) -> kube::Result<()> {
+    let api: Api<GPUNode> = Api::all(client.clone());
+    let pp = PatchParams::apply("muster-simulated-gpu-agent").force();
+    let object = json!({"apiVersion": "muster.dev/v1alpha1", "kind": "GPUNode", "metadata": {"name": node},
+        "spec": {"nodeName": node}});
+    api.patch(node, &pp, &Patch::Apply(&object)).await?;
+    let devices: Vec<Value> = (0..gpus)
+        .map(|i| {
+            let health = match unhealthy.iter().find(|(g, _)| *g == i) {
+                Some((_, xid)) => json!({"healthy": false, "xid": xid, "reason": format!("XID {xid}")}),
+                None => json!({"healthy": true}),
+            };
+            json!({"index": i, "uuid": format!("GPU-{node}-{i}"), "model": "NVIDIA H100 80GB HBM3",
+                "pciBusId": format!("00000000:{:02X}:00.0", i + 1), "health": health})
+        })
+        .collect();
+    let healthy = gpus.saturating_sub(u32::try_from(unhealthy.len()).unwrap_or(u32::MAX));
+    let status = json!({"apiVersion": "muster.dev/v1alpha1", "kind": "GPUNode", "status": {
+        "nvmlAvailable": true, "devices": devices, "heartbeatTime": Time(Timestamp::now()),
+        "summary": {"total": gpus, "healthy": healthy, "allocated": 0, "busy": 0, "free": healthy}}});
+    api.patch_status(node, &pp, &Patch::Apply(&status)).await?;
+    Ok(())
 }
 
 /// Muster's admission side on the current tokio runtime: the JobSet webhooks with gang mutation, registered with

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 pub use binaries::{BIN_DIR_ENV, ControlPlaneBinaries, default_cache_dir};
 pub use cluster::{ClusterConfig, DEFAULT_CONTROLLERS, Extender, SchedulerConfig, StartupTimings, TestCluster};
-pub use components::{InProcessAdmission, InProcessReconciler};
+pub use components::{InProcessAdmission, InProcessReconciler, publish_gpu_node};
 pub use manifests::{load_yaml_documents, yaml_files_in};
 pub use nodes::{FAKE_NODE_LABEL, FakeNode, GPU_RESOURCE};
 pub use shared::{ClusterLease, LogsOnPanic, SharedCluster, TestNamespace, serial};

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use muster_admission::admission::state::Settings;
 use muster_admission::gang::model::ModelConfig;
@@ -26,6 +24,7 @@ use muster_api::keys;
 use muster_reconciler::plan::FeatureGates;
 use muster_tests::{
     ClusterConfig, FakeNode, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually,
+    publish_gpu_node,
 };
 use serde_json::{Value, json};
 
@@ -58,11 +57,11 @@ fn settings() -> Settings {
     }
 }
 
-/// Publishes a node's GPUNode as the agent would: 8 GPUs, those in `unhealthy` with their XID; `None` removes it
-/// (no agent: the node's GPUs are not trusted).
+/// Publishes a node's GPUNode (see [`publish_gpu_node`]); `None` removes it (no agent: the node's GPUs are not
+/// trusted).
 async fn publish(client: &Client, node: &str, unhealthy: Option<&[(u32, u64)]>) {
-    let api: Api<GPUNode> = Api::all(client.clone());
     let Some(unhealthy) = unhealthy else {
+        let api: Api<GPUNode> = Api::all(client.clone());
         let _ = api.delete(node, &DeleteParams::default()).await;
         eventually("GPUNode gone", WAIT, || async {
             match api.get_opt(node).await {
@@ -74,26 +73,7 @@ async fn publish(client: &Client, node: &str, unhealthy: Option<&[(u32, u64)]>) 
         .expect("GPUNode deleted");
         return;
     };
-    let pp = PatchParams::apply("test-gpu-agent").force();
-    let object = json!({"apiVersion": "muster.dev/v1alpha1", "kind": "GPUNode", "metadata": {"name": node},
-        "spec": {"nodeName": node}});
-    api.patch(node, &pp, &Patch::Apply(&object)).await.expect("GPUNode");
-    let devices: Vec<Value> = (0..8u32)
-        .map(|i| {
-            let bad = unhealthy.iter().find(|(g, _)| *g == i);
-            let health = match bad {
-                Some((_, xid)) => json!({"healthy": false, "xid": xid, "reason": format!("XID {xid}")}),
-                None => json!({"healthy": true}),
-            };
-            json!({"index": i, "uuid": format!("GPU-{node}-{i}"), "model": "NVIDIA H100 80GB HBM3",
-                "pciBusId": format!("00000000:{:02X}:00.0", i + 1), "health": health})
-        })
-        .collect();
-    let healthy = 8 - unhealthy.len();
-    let status = json!({"apiVersion": "muster.dev/v1alpha1", "kind": "GPUNode", "status": {
-        "nvmlAvailable": true, "devices": devices, "heartbeatTime": Time(Timestamp::now()),
-        "summary": {"total": 8, "healthy": healthy, "allocated": 0, "busy": 0, "free": healthy}}});
-    api.patch_status(node, &pp, &Patch::Apply(&status)).await.expect("GPUNode status");
+    publish_gpu_node(client, node, 8, unhealthy).await.expect("GPUNode published");
 }
 
 /// Unhealthy GPUs of a node as (index, XID); `None` for a node without an agent.

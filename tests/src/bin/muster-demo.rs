@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use muster_admission::webhook::config::{mutating_configuration, validating_configuration};
-use muster_admission::{ServeConfig, serve};
+use muster_admission::admission::state::Settings;
 use muster_api::JobSet;
+use muster_api::gang::{Gang, GangPhase};
 use muster_api::keys;
-use muster_tests::{ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessReconciler, TestCluster, yaml_files_in};
+use muster_tests::{
+    ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessAdmission, InProcessReconciler, TestCluster,
+    publish_gpu_node, yaml_files_in,
+};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -67,18 +69,16 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("    ready in {:.1?}", started.elapsed());
     let client = cluster.client()?;
 
-    eprintln!("==> starting Muster: JobSet webhook (defaulting + validation) and JobSet reconciler");
-    let webhook = serve(ServeConfig::loopback()).await?;
-    let ca = webhook.ca_pem().map(str::as_bytes);
-    let target = webhook.webhook_target();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &mutating_configuration(&target, ca))
-        .await?;
-    Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &validating_configuration(&target, ca))
-        .await?;
+    eprintln!("==> starting Muster: JobSet webhooks with gang mutation, gang admission controller, JobSet reconciler");
+    let nodes: Vec<String> = (0..args.nodes).map(|i| format!("gpu-node-{i}")).collect();
+    // Simulated agents: every node publishes its GPUNode and keeps its heartbeat fresh; one node has a GPU that
+    // fell off the bus (XID 79), which admission must not count.
+    let agents = tokio::spawn(simulated_agents(client.clone(), nodes.clone()));
+    let admission = InProcessAdmission::start(client.clone(), Settings::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("starting admission: {e}"))?;
     let reconciler = InProcessReconciler::start(client.clone(), muster_reconciler::plan::FeatureGates::default());
-    eprintln!("    not yet part of the demo (being built): gang admission, scheduler extender, gpu-agent");
+    eprintln!("    not yet part of the demo (being built): the scheduler extender, per-node gpu-agents on mock NVML");
 
     create_volumes(&client).await?;
     let names = apply_examples(&client, &args.examples, &args.pod_duration).await?;
@@ -95,9 +95,26 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     }
     drop(reconciler);
-    drop(webhook);
+    drop(admission);
+    agents.abort();
     drop(cluster); // stops every process it started
     Ok(())
+}
+
+/// The node that reports an unhealthy GPU (when the cluster has more than one node).
+const SICK_NODE: &str = "gpu-node-1";
+
+async fn simulated_agents(client: Client, nodes: Vec<String>) {
+    loop {
+        for node in &nodes {
+            let unhealthy: &[(u32, u64)] = if node == SICK_NODE { &[(5, 79)] } else { &[] };
+            if let Err(e) = publish_gpu_node(&client, node, 8, unhealthy).await {
+                eprintln!("    simulated gpu-agent on {node}: {e}");
+            }
+        }
+        // Well inside admission's 90 s heartbeat timeout.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
 }
 
 /// Static volumes for the examples' claims (there is no storage provisioner): the real PV controller binds them.
@@ -143,14 +160,15 @@ async fn apply_examples(client: &Client, dir: &Path, duration: &str) -> anyhow::
 async fn watch(client: &Client, names: &[String]) -> anyhow::Result<bool> {
     let jobsets: Api<JobSet> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let gangs: Api<Gang> = Api::namespaced(client.clone(), "default");
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last = String::new();
     loop {
         let all = pods.list(&ListParams::default().labels(keys::JOBSET_NAME)).await?.items;
         let mut table = format!(
-            "{:<18} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
-            "JOBSET", "STATE", "RESTARTS", "JOBS", "PODS", "GPUS", "NODES", "REASON"
+            "{:<18} {:<12} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
+            "JOBSET", "GANG", "STATE", "RESTARTS", "JOBS", "PODS", "GPUS", "NODES", "REASON"
         );
         let mut done = 0;
         for name in names {
@@ -179,16 +197,34 @@ async fn watch(client: &Client, names: &[String]) -> anyhow::Result<bool> {
             if status.terminal_state.is_some() {
                 done += 1;
             }
-            let reason = status
+            let gang = gangs.get_opt(name).await?.and_then(|g| g.status);
+            let gang_column = match &gang {
+                None => "-".to_owned(),
+                Some(g) if g.phase == GangPhase::Pending => format!("Queued #{}", g.queue_position.unwrap_or(0)),
+                Some(g) => format!("{:?}", g.phase),
+            };
+            // A gang that can never fit this cluster is as done as it will get; its reason says why.
+            if status.terminal_state.is_none() && gang.as_ref().is_some_and(|g| g.phase == GangPhase::Inadmissible) {
+                done += 1;
+            }
+            let waiting = gang
+                .as_ref()
+                .filter(|g| matches!(g.phase, GangPhase::Pending | GangPhase::Requeued | GangPhase::Inadmissible));
+            let condition = status
                 .conditions
                 .iter()
                 .filter(|c| c.status == "True")
                 .max_by_key(|c| c.last_transition_time.0)
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
+                .map(|c| c.message.clone());
+            let reason = match (waiting, condition) {
+                (Some(g), _) => g.reason.clone().unwrap_or_default(),
+                (None, Some(c)) => c,
+                (None, None) => gang.and_then(|g| g.reason).unwrap_or_default(),
+            };
             table.push_str(&format!(
-                "{:<18} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
+                "{:<18} {:<12} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
                 name,
+                gang_column,
                 state,
                 status.restarts,
                 format!("{succeeded}/{total} ok"),
@@ -226,6 +262,8 @@ fn print_summary(cluster: &TestCluster, finished: bool) {
     println!("{}", if finished { "All example JobSets finished." } else { "Stopped." });
     println!("While the cluster runs (use --keep), poke at it with:");
     println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
+    println!("  kubectl get gangs -o wide        # queue position, phase, why pending");
+    println!("  kubectl get gpunodes            # per node GPUs: total, healthy, allocated, free");
     println!("  kubectl get jobsets,jobs,pods -o wide");
     println!("  kubectl describe jobset llm-pretrain");
     println!("Component logs: {}", cluster.dir().join("logs").display());
