@@ -1,7 +1,7 @@
 //! Muster's own components run in the test (or demo) process against a [`crate::TestCluster`].
 
 use kube::Client;
-use muster_reconciler::metrics::{JobSetLabels, Metrics};
+use muster_reconciler::metrics::{ErrorLabels, JobSetLabels, Metrics};
 use muster_reconciler::plan::FeatureGates;
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
@@ -32,6 +32,11 @@ impl InProcessReconciler {
     /// `jobset_failed_total{jobset_name, namespace}`.
     pub fn failed_total(&self, namespace: &str, name: &str) -> u64 {
         self.metrics.failed.get_or_create(&labels(namespace, name)).get()
+    }
+
+    /// `muster_reconciler_reconcile_errors_total{category}`.
+    pub fn reconcile_errors(&self, category: &str) -> u64 {
+        self.metrics.reconcile_errors.get_or_create(&ErrorLabels { category: category.into() }).get()
     }
 }
 
