@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 mod failure_policy;
 mod gates;
 mod ordering;
+mod process;
 mod restarts;
 mod success;
 
