@@ -289,13 +289,19 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
                 jobs.patch(name, &PatchParams::default(), &patch).await.map_err(kube_err("suspend_job"))?;
             }
         }
-        Action::ClearStartTime(name) => {
-            let patch = Patch::Merge(json!({"status": {"startTime": null}}));
-            jobs.patch_status(name, &PatchParams::default(), &patch).await.map_err(kube_err("clear_start_time"))?;
-        }
-        Action::ResumeJob(job) => {
-            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass.
-            jobs.replace(&job.name_any(), &PostParams::default(), job).await.map_err(kube_err("resume_job"))?;
+        Action::ResumeJob { job, clear_start_time } => {
+            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass. Our own
+            // status write is not concurrent: the update carries the resourceVersion it returned.
+            let mut job = job.clone();
+            if *clear_start_time {
+                let patch = Patch::Merge(json!({"status": {"startTime": null}}));
+                let cleared = jobs
+                    .patch_status(&job.name_any(), &PatchParams::default(), &patch)
+                    .await
+                    .map_err(kube_err("clear_start_time"))?;
+                job.metadata.resource_version = cleared.metadata.resource_version;
+            }
+            jobs.replace(&job.name_any(), &PostParams::default(), &job).await.map_err(kube_err("resume_job"))?;
         }
         Action::DeleteJobSet => {
             let api: Api<JobSet> = Api::namespaced(ctx.client.clone(), namespace);

@@ -63,3 +63,49 @@ impl ControlPlaneBinaries {
         })
     }
 }
+
+/// Cargo's build profile for [`workspace_binary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Release,
+}
+
+/// A binary of this workspace, built on demand: runs `cargo build -p <package> --bin <bin>` (a no-op when it is up
+/// to date) and takes the path cargo reports, so it follows `CARGO_TARGET_DIR` and the default `target/` alike.
+/// `CARGO_BIN_EXE_*` only exists for a package's own binaries, and the binaries under test live in other packages.
+/// `override_env`, when set in the environment, names a prebuilt binary to use instead.
+pub fn workspace_binary(package: &str, bin: &str, profile: Profile, override_env: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(override_env).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::io(format!("{override_env}={}", path.display()), std::io::ErrorKind::NotFound.into()))
+        };
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet", "--locked", "-p", package, "--bin", bin, "--message-format=json"]);
+    if profile == Profile::Release {
+        command.arg("--release");
+    }
+    let what = format!("`cargo build -p {package} --bin {bin}` ({profile:?})");
+    let output = command
+        .current_dir(&root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::io(format!("running {what}"), e))?;
+    if !output.status.success() {
+        return Err(Error::io(format!("{what} failed ({})", output.status), std::io::Error::other("build failed")));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .filter(|path| path.is_file())
+        .ok_or_else(|| Error::io(format!("{what} reported no executable"), std::io::ErrorKind::NotFound.into()))
+}

@@ -364,7 +364,7 @@ fn spawn_cleanup_watchdog(dir: &Path) -> Result<Process> {
 }
 
 /// A plain-HTTP GET on loopback (etcd, KWOK): status and body.
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+pub(crate) async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;

@@ -86,10 +86,26 @@ impl Process {
     /// Starts `program args...` with stdout and stderr written to `log`. The process gets SIGKILL
     /// when the test binary exits, however that happens.
     pub(crate) fn spawn(name: &str, program: &Path, args: &[String], log: PathBuf) -> Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// [`Process::spawn`] with extra environment variables.
+    pub(crate) fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: PathBuf,
+    ) -> Result<Self> {
         let out = File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let err = out.try_clone().map_err(|e| Error::io("duplicating a log handle", e))?;
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
         let child = spawn_tied_to_test_binary(command)
             .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
         Ok(Self { name: name.to_owned(), child, log, stopped: false })

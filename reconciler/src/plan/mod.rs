@@ -61,11 +61,13 @@ pub enum Action {
     },
     CreateJobs(Vec<Job>),
     SuspendJobs(Vec<String>),
-    /// Clear `status.startTime` first: Kubernetes only lets the pod template of a suspended Job change while the
-    /// Job has not started.
-    ClearStartTime(String),
-    /// Update the Job to this object (unsuspended, template merged).
-    ResumeJob(Box<Job>),
+    /// Update the Job to this object (unsuspended, template merged). With `clear_start_time`, clear
+    /// `status.startTime` first: Kubernetes only lets the pod template of a suspended Job change while the Job has
+    /// not started. One action, because the update must carry the resourceVersion that status write returns.
+    ResumeJob {
+        job: Box<Job>,
+        clear_start_time: bool,
+    },
     /// `ttlSecondsAfterFinished` expired: delete the JobSet with foreground propagation.
     DeleteJobSet,
 }
@@ -417,12 +419,8 @@ fn resume_jobs(p: &mut Planner<'_>, buckets: &Buckets<'_>, statuses: &[muster_ap
                 && j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
         });
         for job in suspended {
-            if job.status.as_ref().and_then(|s| s.start_time.as_ref()).is_some()
-                && let Some(name) = job.metadata.name.clone()
-            {
-                p.plan.actions.push(Action::ClearStartTime(name));
-            }
-            p.plan.actions.push(Action::ResumeJob(Box::new(suspend::resumed(job, rjob))));
+            let clear_start_time = job.status.as_ref().and_then(|s| s.start_time.as_ref()).is_some();
+            p.plan.actions.push(Action::ResumeJob { job: Box::new(suspend::resumed(job, rjob)), clear_start_time });
         }
         if in_order {
             p.set(&Wanted::startup_in_progress());

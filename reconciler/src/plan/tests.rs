@@ -585,14 +585,20 @@ fn resume_clears_start_time_and_merges_template_changes() {
         Some(vec![serde_json::from_value(json!({"key": "gpu", "operator": "Exists"})).expect("toleration")]);
 
     let plan = run(&js, &jobs);
-    assert!(plan.actions.contains(&Action::ClearStartTime("train-workers-0".into())));
-    let resumed: Vec<&Job> = plan
+    let resumed: Vec<(&Job, bool)> = plan
         .actions
         .iter()
-        .filter_map(|a| if let Action::ResumeJob(j) = a { Some(j.as_ref()) } else { None })
+        .filter_map(|a| match a {
+            Action::ResumeJob { job, clear_start_time } => Some((job.as_ref(), *clear_start_time)),
+            _ => None,
+        })
         .collect();
+    // Clearing the start time and the update are one action: the update must carry the resourceVersion of the
+    // status write, or it conflicts with it (found by the integration test of a preempted JobSet).
     assert_eq!(resumed.len(), 2);
-    let worker = resumed[1];
+    assert_eq!(plan.actions.len(), 2, "nothing else: {:?}", plan.actions);
+    assert_eq!((resumed[0].1, resumed[1].1), (false, true), "only the started Job has a start time to clear");
+    let worker = resumed[1].0;
     let spec = worker.spec.as_ref().expect("spec");
     assert_eq!(spec.suspend, Some(false));
     let pod = spec.template.spec.as_ref().expect("pod");
@@ -669,7 +675,7 @@ fn gang_admitted_jobsets_release_the_leader_first() {
     let resumed = |plan: &Plan| -> Vec<String> {
         plan.actions
             .iter()
-            .filter_map(|a| if let Action::ResumeJob(j) = a { j.metadata.name.clone() } else { None })
+            .filter_map(|a| if let Action::ResumeJob { job, .. } = a { job.metadata.name.clone() } else { None })
             .collect()
     };
     let plan = run(&admitted, &created_suspended);

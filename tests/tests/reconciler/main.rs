@@ -2,6 +2,9 @@
 //! the test plays the Job controller by writing Job status, and checks Jobs, Services, PVCs, status counters,
 //! conditions, events and metrics.
 //!
+//! This file holds the fixture, the helpers and the basic lifecycle; the modules below hold the rest. All of them
+//! share one control plane (one binary), each test in its own namespace.
+//!
 //! Run one: `cargo test -p muster-tests --test reconciler -- <name>` (build the control plane first with
 //! `tests/build-control-plane.sh`).
 
@@ -16,10 +19,18 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use muster_api::JobSet;
+use muster_api::jobset::ReplicatedJobStatus;
 use muster_api::keys::*;
 use muster_reconciler::plan::FeatureGates;
 use muster_tests::{ClusterConfig, InProcessReconciler, SharedCluster, TestNamespace, eventually};
 use serde_json::{Value, json};
+
+mod failure_policy;
+mod gates;
+mod ordering;
+mod process;
+mod restarts;
+mod success;
 
 fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller/crds")
@@ -142,8 +153,13 @@ async fn complete(ns: &TestNamespace<'_>, job: &Job) {
 
 /// What the Job controller writes when a Job fails.
 async fn fail(ns: &TestNamespace<'_>, job: &Job, reason: &str, message: &str) {
+    fail_at(ns, job, reason, message, Timestamp::now()).await;
+}
+
+/// A failure at a given time: the failure policy names the earliest-failed Job.
+async fn fail_at(ns: &TestNamespace<'_>, job: &Job, reason: &str, message: &str, at: Timestamp) {
     let start = start_time(ns, job).await;
-    let t = now();
+    let t = at.to_string();
     let status = json!({"status": {"startTime": start, "active": 0, "ready": 0, "failed": 1, "conditions": [
         {"type": "FailureTarget", "status": "True", "lastTransitionTime": t, "reason": reason, "message": message},
         {"type": "Failed", "status": "True", "lastTransitionTime": t, "reason": reason, "message": message}]}});
@@ -166,10 +182,48 @@ async fn patch_status(ns: &TestNamespace<'_>, job: &Job, status: Value) {
 async fn finish_foreground_deletion(ns: &TestNamespace<'_>, name: &str) {
     for job in jobs_of(ns, name).await {
         if job.metadata.deletion_timestamp.is_some() {
-            let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-            let _ = ns.api::<Job>().patch(&job.name_any(), &PatchParams::default(), &patch).await;
+            finish_deletion_of(ns, &job.name_any()).await;
         }
     }
+}
+
+/// Lets one terminating Job go, as the garbage collector would once its pods are gone.
+async fn finish_deletion_of(ns: &TestNamespace<'_>, job: &str) {
+    let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let _ = ns.api::<Job>().patch(job, &PatchParams::default(), &patch).await;
+}
+
+/// Names of the JobSet's Jobs that are being deleted.
+async fn terminating(ns: &TestNamespace<'_>, name: &str) -> Vec<String> {
+    let jobs = jobs_of(ns, name).await;
+    jobs.into_iter().filter(|j| j.metadata.deletion_timestamp.is_some()).map(|j| j.name_any()).collect()
+}
+
+async fn wait_terminating(ns: &TestNamespace<'_>, name: &str, want: &[&str]) {
+    eventually(&format!("{want:?} terminating"), WAIT, || async {
+        let now = terminating(ns, name).await;
+        if now == want { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await
+    .expect("jobs terminating");
+}
+
+/// Names of the JobSet's Jobs that are not being deleted.
+async fn live(ns: &TestNamespace<'_>, name: &str) -> Vec<String> {
+    let jobs = jobs_of(ns, name).await;
+    jobs.into_iter().filter(|j| j.metadata.deletion_timestamp.is_none()).map(|j| j.name_any()).collect()
+}
+
+/// Long enough for a reconciler that would act on the last change to have acted (it reacts in milliseconds).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+fn replicated_status(js: &JobSet, rjob: &str) -> ReplicatedJobStatus {
+    js.status
+        .as_ref()
+        .and_then(|s| s.replicated_jobs_status.iter().find(|r| r.name == rjob).cloned())
+        .unwrap_or_else(|| panic!("no status for {rjob}"))
 }
 
 async fn events(ns: &TestNamespace<'_>, name: &str) -> Vec<(String, String, String)> {
@@ -529,6 +583,10 @@ async fn generate_name_coordinator_and_depends_on() {
     assert_eq!(first[0].annotations().get(COORDINATOR), Some(&coordinator));
     let pod = first[0].spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
     assert_eq!(pod.subdomain.as_deref(), Some(name.as_str()));
+    // Pods learn the coordinator through the Downward API: it is on the pod template too.
+    let pod_meta = first[0].spec.as_ref().and_then(|s| s.template.metadata.as_ref()).expect("pod metadata");
+    assert_eq!(pod_meta.labels.as_ref().and_then(|l| l.get(COORDINATOR)), Some(&coordinator));
+    assert_eq!(pod_meta.annotations.as_ref().and_then(|a| a.get(COORDINATOR)), Some(&coordinator));
     make_ready(&ns, &first[0]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(jobs_of(&ns, &name).await.len(), 1, "b depends on a being Complete, not Ready");
