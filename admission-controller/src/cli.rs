@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicBool;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus_client::registry::Registry;
 
 use crate::admission::metrics::AdmissionMetrics;
@@ -17,6 +19,8 @@ use crate::admission::{self, AdmissionError};
 use crate::gang::model::ModelConfig;
 use crate::gang::queue::{PodsReadyConfig, QueueConfig};
 
+use crate::extender::PlacementMode;
+use crate::extender::cli::ExtenderFlags;
 use crate::features::FeatureGates;
 use crate::kube_io::{KubePvcs, SelfManaged, run_self_managed};
 use crate::server::{CertSource, ServeConfig, ServeError, serve};
@@ -24,6 +28,7 @@ use crate::tls::{CertStore, watch_cert_dir};
 use crate::webhook::config;
 use crate::webhook::http::{Limits, health_router};
 use crate::webhook::jobset::gang::GangMutation;
+use crate::webhook::pod::{GangLookup, KubeGangs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -69,7 +74,12 @@ pub struct Args {
     /// Seconds a webhook request may take, body included.
     #[arg(long, default_value_t = 9)]
     pub request_timeout_seconds: u64,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// How gang pods reach their reserved nodes: `extender` (the Muster scheduler profile and its extender
+    /// sidecar) or `pod-pinning` (this server also pins gang pods with node affinity; for schedulers that cannot
+    /// be extended).
+    #[arg(long, value_enum, default_value_t = PlacementMode::Extender)]
+    pub placement_mode: PlacementMode,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// Hold GPU JobSets (and those naming a muster.dev/queue) suspended until gang admission places them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -113,6 +123,8 @@ pub struct Args {
     /// Node label keys of topology domains, narrowest first (e.g. an NVLink clique label, then a rack label).
     #[arg(long, value_delimiter = ',')]
     pub topology_keys: Vec<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// Seconds, possibly fractional ("0.5", "300").
@@ -140,6 +152,13 @@ impl Args {
             ..Settings::default()
         }
     }
+}
+
+/// Without a subcommand, `muster-admission` serves the webhooks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the kube-scheduler extender, as a sidecar of the Muster scheduler.
+    Extender(ExtenderFlags),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +204,11 @@ pub fn init_tracing(format: LogFormat) -> Result<(), RunError> {
     result.map_err(|e| RunError::Tracing(e.to_string()))
 }
 
-/// Runs the webhook server (and the health server) until SIGTERM or Ctrl-C.
+/// Runs the webhook server (and the health server), or the subcommand, until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> Result<(), RunError> {
+    if let Some(Command::Extender(flags)) = args.command {
+        return crate::extender::cli::run(flags).await;
+    }
     // Only ring is compiled in; installing it explicitly keeps the kube client's TLS from guessing.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let health_addr = parse_bind_address(&args.health_probe_bind_address)?;
@@ -211,6 +233,18 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         tokio::spawn(watch_cert_dir(store.clone(), args.cert_dir.clone(), poll))
     };
 
+    let (pod_pinning, gang_task) = match args.placement_mode {
+        PlacementMode::Extender => (None, None),
+        PlacementMode::PodPinning => {
+            let (store, writer) = reflector::store();
+            let gangs = watcher(kube::Api::all(client.clone()), watcher::Config::default().any_semantic())
+                .default_backoff()
+                .reflect(writer)
+                .for_each(|_| std::future::ready(()));
+            let lookup: Arc<dyn GangLookup> = Arc::new(KubeGangs { store, client: client.clone() });
+            (Some(lookup), Some(tokio::spawn(gangs)))
+        }
+    };
     let server = serve(ServeConfig {
         addr: SocketAddr::new(args.webhook_host, args.webhook_port),
         certs: CertSource::Store(store.clone()),
@@ -221,6 +255,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             .then(|| GangMutation { scheduler_name: Some(args.gang_scheduler_name.clone()).filter(|s| !s.is_empty()) }),
         limits: Limits { request_timeout: Duration::from_secs(args.request_timeout_seconds), ..Limits::default() },
         handshake_timeout: Duration::from_secs(10),
+        pod_pinning,
     })
     .await?;
 
@@ -258,7 +293,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         task.abort();
     }
     cert_task.abort();
-    if let Some(task) = health_task {
+    for task in [health_task, gang_task].into_iter().flatten() {
         task.abort();
     }
     outcome
@@ -339,7 +374,7 @@ async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> Result<toki
     }))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -381,5 +416,28 @@ mod tests {
         assert!(!args.self_managed_certs);
         assert_eq!(args.health_probe_bind_address, ":8081");
         assert!(Args::try_parse_from(["muster-admission", "--feature-gates", "InPlaceRestart=true"]).is_err());
+        assert_eq!(args.placement_mode, PlacementMode::Extender);
+        assert!(args.command.is_none());
+    }
+
+    #[test]
+    fn placement_mode_and_extender_subcommand() {
+        let args = Args::try_parse_from(["muster-admission", "--placement-mode", "pod-pinning"]).expect("parse");
+        assert_eq!(args.placement_mode, PlacementMode::PodPinning);
+        let args = Args::try_parse_from([
+            "muster-admission",
+            "extender",
+            "--bind-address",
+            "127.0.0.1:9000",
+            "--log-format",
+            "json",
+        ])
+        .expect("parse");
+        assert_eq!(args.log_format, LogFormat::Json);
+        let Some(Command::Extender(flags)) = args.command else { panic!("extender subcommand") };
+        assert_eq!(flags.bind_address, "127.0.0.1:9000");
+        assert_eq!(flags.health_probe_bind_address, ":8082");
+        assert_eq!(flags.request_timeout_ms, 800);
+        assert!(Args::try_parse_from(["muster-admission", "--placement-mode", "magic"]).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Muster's admission side. So far: the JobSet admission webhooks (upstream-compatible defaulting and validation)
-//! and the TLS server that serves them.
+//! and the TLS server that serves them, the gang core, and the scheduling sidecar ([`extender`]; in pod-pinning
+//! mode, [`webhook::pod`]) that steers gang pods to their reserved nodes.
 //!
 //! Starting the webhook server in-process, e.g. from an integration test, and registering it with an API server:
 //!
@@ -27,6 +28,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod extender;
 pub mod features;
 pub mod gang;
 pub mod kube_io;

@@ -17,6 +17,7 @@ use crate::features::FeatureGates;
 use crate::tls::{self, CertStore, TlsError, Validity};
 use crate::webhook::http::{Limits, router};
 use crate::webhook::jobset::gang::GangMutation;
+use crate::webhook::pod::{self, GangLookup};
 use crate::webhook::review::{NoPvcs, PvcSource, Webhooks};
 
 /// Where the serving certificate comes from.
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Time allowed for a TLS handshake and for a request's headers.
     pub handshake_timeout: Duration,
+    /// Placement mode `pod-pinning`: also serve the pod-pinning webhook, reading Gangs from here.
+    pub pod_pinning: Option<Arc<dyn GangLookup>>,
 }
 
 impl ServeConfig {
@@ -57,6 +60,7 @@ impl ServeConfig {
             gang: None,
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
+            pod_pinning: None,
         }
     }
 }
@@ -68,6 +72,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("certs", &self.certs)
             .field("gates", &self.gates)
             .field("limits", &self.limits)
+            .field("pod_pinning", &self.pod_pinning.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -175,16 +180,21 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServeError> {
         TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.addr, source })?;
     let webhooks = Webhooks { gang: config.gang, ..Webhooks::new(config.gates, config.pvcs) };
-    let app = router(Arc::new(webhooks), config.limits);
+    let mut app = router(Arc::new(webhooks), config.limits);
+    if let Some(gangs) = config.pod_pinning {
+        app = app.merge(pod::router(gangs, config.limits));
+    }
     let (stop, stopped) = oneshot::channel();
-    let accept_task = tokio::spawn(accept_loop(listener, acceptor, app, config.handshake_timeout, stopped));
+    let accept_task = tokio::spawn(accept_loop(listener, Some(acceptor), app, config.handshake_timeout, stopped));
     tracing::info!(%addr, "webhook server listening");
     Ok(RunningServer { addr, ca_pem, store, stop: Some(stop), accept_task, cert_task })
 }
 
-async fn accept_loop(
+/// Serves `app` on `listener` (over TLS when `acceptor` is given) until `stopped` fires or the task is aborted;
+/// connections end with it.
+pub(crate) async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     app: axum::Router,
     handshake_timeout: Duration,
     mut stopped: oneshot::Receiver<()>,
@@ -213,10 +223,15 @@ async fn accept_loop(
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     app: axum::Router,
     handshake_timeout: Duration,
 ) {
+    let Some(acceptor) = acceptor else {
+        // Plain HTTP, e.g. the extender on loopback. Small request/response pairs: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        return serve_http(tcp, peer, app, handshake_timeout).await;
+    };
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -228,10 +243,17 @@ async fn serve_connection(
             return;
         }
     };
+    serve_http(tls, peer, app, handshake_timeout).await;
+}
+
+async fn serve_http<S>(stream: S, peer: SocketAddr, app: axum::Router, header_timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
         .await;
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

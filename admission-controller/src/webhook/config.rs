@@ -6,8 +6,10 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use muster_api::keys;
 
+use super::pod::PIN_PATH;
 use super::review::{MUTATE_PATH, VALIDATE_PATH};
 
 pub const NAMESPACE: &str = "muster-system";
@@ -19,6 +21,9 @@ pub const VALIDATING_CONFIGURATION: &str = "muster-validating-webhook-configurat
 /// denied the request: …`).
 pub const MUTATING_WEBHOOK: &str = "mjobset.kb.io";
 pub const VALIDATING_WEBHOOK: &str = "vjobset.kb.io";
+/// Pod pinning (placement mode `pod-pinning` only; `deploy/controller/pod-pinning.yaml`).
+pub const POD_PINNING_CONFIGURATION: &str = "muster-pod-pinning-webhook-configuration";
+pub const POD_PINNING_WEBHOOK: &str = "mpod.muster.dev";
 
 /// Where the API server sends the reviews.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +106,40 @@ pub fn validating_configuration(target: &Target, ca_bundle: Option<&[u8]>) -> Va
     }
 }
 
+/// `mpod.muster.dev`: pins gang pods to their reserved nodes on CREATE. Only JobSet pods are sent (objectSelector),
+/// so `Fail` — a gang pod must not start unpinned — cannot block any other pod. `IfNeeded`: a later webhook that
+/// rewrites affinity gets the pin added back (pinning twice changes nothing).
+pub fn pod_pinning_configuration(target: &Target, ca_bundle: Option<&[u8]>) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some(POD_PINNING_CONFIGURATION.into()), ..Default::default() },
+        webhooks: Some(vec![MutatingWebhook {
+            name: POD_PINNING_WEBHOOK.into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: target.client_config(PIN_PATH, ca_bundle),
+            failure_policy: Some("Fail".into()),
+            side_effects: "None".into(),
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec![String::new()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into()]),
+                resources: Some(vec!["pods".into()]),
+                scope: Some("Namespaced".into()),
+            }]),
+            object_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: keys::JOBSET_NAME.into(),
+                    operator: "Exists".into(),
+                    values: None,
+                }]),
+                match_labels: None,
+            }),
+            reinvocation_policy: Some("IfNeeded".into()),
+            timeout_seconds: Some(10),
+            ..Default::default()
+        }]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +187,19 @@ mod tests {
         let service = of_kind(&docs, "Service");
         assert_eq!(service["metadata"]["name"], SERVICE_NAME);
         assert_eq!(of_kind(&docs, "Issuer")["metadata"]["name"], cert["spec"]["issuerRef"]["name"]);
+    }
+
+    #[test]
+    fn deployed_pod_pinning_configuration_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/controller/pod-pinning.yaml");
+        let text = std::fs::read_to_string(path).expect("deploy/controller/pod-pinning.yaml exists");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("pod-pinning.yaml parses");
+        let deployed = of_kind(&docs, "MutatingWebhookConfiguration");
+        let expected = serde_json::to_value(pod_pinning_configuration(&Target::in_cluster(), None)).expect("serialise");
+        assert_eq!(deployed["metadata"]["name"], expected["metadata"]["name"]);
+        assert_eq!(deployed["webhooks"], expected["webhooks"]);
+        let inject = &deployed["metadata"]["annotations"]["cert-manager.io/inject-ca-from"];
+        assert_eq!(inject, "muster-system/muster-serving-cert");
     }
 
     #[test]

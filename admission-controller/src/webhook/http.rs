@@ -1,18 +1,19 @@
 //! The HTTP layer, kept thin: two POST routes, a bounded body, a bounded time, and errors that are responses,
 //! never panics.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::review::{Endpoint, MUTATE_PATH, VALIDATE_PATH, Webhooks};
+use super::review::{Endpoint, MUTATE_PATH, ReviewError, VALIDATE_PATH, Webhooks};
 
 /// Request bounds.
 #[derive(Clone, Copy, Debug)]
@@ -69,11 +70,12 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
     handle(state, Endpoint::Validate, request).await
 }
 
-fn plain(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn plain(status: StatusCode, message: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.into()).into_response()
 }
 
-async fn handle(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+/// The body of a JSON request, at most `max` bytes; the error is the response to send instead.
+pub(crate) async fn read_json_body(request: Request, max: usize) -> Result<Bytes, Response> {
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -81,23 +83,40 @@ async fn handle(state: AppState, endpoint: Endpoint, request: Request) -> Respon
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type application/json");
+        return Err(plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type application/json"));
     }
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let max = state.limits.max_body_bytes;
     if declared.is_some_and(|n| n > max as u64) {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {max} bytes"));
+        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {max} bytes")));
     }
+    match Limited::new(request.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {max} bytes")))
+        }
+        Err(e) => Err(plain(StatusCode::BAD_REQUEST, format!("reading request body: {e}"))),
+    }
+}
+
+async fn handle(state: AppState, endpoint: Endpoint, request: Request) -> Response {
+    let webhooks = state.webhooks.clone();
+    serve_review(state.limits, request, move |body| async move { webhooks.review(endpoint, &body).await }).await
+}
+
+/// One AdmissionReview request within `limits`: a JSON body of bounded size, answered by `review` in bounded time.
+pub(crate) async fn serve_review<F, Fut>(limits: Limits, request: Request, review: F) -> Response
+where
+    F: FnOnce(Bytes) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>, ReviewError>>,
+{
+    let path = request.uri().path().to_owned();
     let work = async {
-        let body = match Limited::new(request.into_body(), max).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {max} bytes"));
-            }
-            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("reading request body: {e}")),
+        let body = match read_json_body(request, limits.max_body_bytes).await {
+            Ok(body) => body,
+            Err(response) => return response,
         };
-        match state.webhooks.review(endpoint, &body).await {
+        match review(body).await {
             Ok(review) => {
                 (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(review)).into_response()
             }
@@ -107,10 +126,10 @@ async fn handle(state: AppState, endpoint: Endpoint, request: Request) -> Respon
             }
         }
     };
-    match tokio::time::timeout(state.limits.request_timeout, work).await {
+    match tokio::time::timeout(limits.request_timeout, work).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(?endpoint, "admission request timed out");
+            tracing::warn!(path, "admission request timed out");
             plain(StatusCode::REQUEST_TIMEOUT, "admission request timed out")
         }
     }

@@ -211,7 +211,7 @@ fn is_jobset(request: &AdmissionRequest<DynamicObject>) -> bool {
 
 /// Serialises the response review. kube's type writes the patch as an array of numbers; Go writes `[]byte` as
 /// base64, which is what every Kubernetes version is known to read, so the patch is re-encoded that way.
-fn encode_review(response: AdmissionResponse) -> Vec<u8> {
+pub(crate) fn encode_review(response: AdmissionResponse) -> Vec<u8> {
     let patch = response.patch.clone();
     let mut value = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
     // kube copies the request's type onto the response; we only serve v1 (the only version our configurations
@@ -228,7 +228,7 @@ fn encode_review(response: AdmissionResponse) -> Vec<u8> {
 }
 
 /// controller-runtime's `admission.Errored(code, err)`: denied, with only a code and a message.
-fn errored(mut response: AdmissionResponse, code: u16, message: &str) -> AdmissionResponse {
+pub(crate) fn errored(mut response: AdmissionResponse, code: u16, message: &str) -> AdmissionResponse {
     response.allowed = false;
     response.result = Status { code, message: message.to_owned(), ..Status::default() };
     response

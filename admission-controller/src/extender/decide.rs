@@ -1,0 +1,497 @@
+//! The extender's decisions, pure: `filter` and `prioritize` over what the watches fed into [`ExtenderState`].
+//!
+//! - A pod of an admitted gang (Admitted or Running) passes only on the node admission reserved for its slot; every
+//!   other node fails as unresolvable, so kube-scheduler never preempts there on its behalf. A pod of a NonIndexed
+//!   Job passes on the nodes of its Job's slots that bound pods do not fill yet.
+//! - A pod of a gang that is not admitted (Pending, Requeued, Inadmissible) passes nowhere: it waits for admission.
+//! - Any other pod that asks for GPUs (no Gang for its JobSet, a Finished gang, or no JobSet at all) passes where it
+//!   fits without touching GPUs reserved for gangs. GPUs its pods could free by preemption fail resolvably.
+//! - Any other pod without GPUs passes everywhere (with `managedResources: nvidia.com/gpu` the scheduler does not
+//!   even ask).
+//!
+//! Prioritize: the reserved node (or the open slots' nodes) scores 10, others 0. Other GPU pods score by best fit,
+//! the least room left after them scores highest: packing them onto partly used nodes keeps whole nodes free for
+//! gangs, whose Jobs want whole nodes (the rule admission's placement follows too). The scheduler's own
+//! `NodeResourcesFit` spreads by default, which is why the extender's weight should dominate it.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use muster_api::extender::{
+    ExtenderArgs, ExtenderFilterResult, HostPriority, HostPriorityList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
+    NodeList,
+};
+
+use super::slots::{Steering, phase_name, pod_slot};
+use super::state::ExtenderState;
+use crate::gang::objects::pod_requests;
+
+/// Why a request cannot be decided; `filter` answers it in `Error`, `prioritize` as a client error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("the request carries no Pod")]
+    NoPod,
+    #[error("pod {pod}: request {resource}: {message}")]
+    Requests { pod: String, resource: String, message: String },
+}
+
+/// Where one pod may go, worked out once per request and then applied to each candidate node.
+#[derive(Debug)]
+enum Plan<'s> {
+    Anywhere,
+    Only {
+        node: &'s str,
+        reason: String,
+    },
+    /// Nodes with a slot of the pod's Job that no bound pod holds.
+    OpenSlots {
+        nodes: BTreeSet<&'s str>,
+        reason: String,
+    },
+    Nowhere {
+        reason: String,
+    },
+    /// A GPU pod outside gangs: where `gpus` fit outside reservations.
+    Room {
+        gpus: u32,
+    },
+}
+
+/// One node's answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Fit<'r> {
+    Pass,
+    /// Might pass once pods are preempted.
+    Fail(&'r str),
+    Unresolvable(&'r str),
+}
+
+const UNKNOWN_NODE: &str = "node not known to the Muster extender yet";
+const RESERVED: &str = "nvidia.com/gpu reserved for admitted gangs";
+const PREEMPTIBLE: &str = "Insufficient nvidia.com/gpu outside gang reservations";
+const NO_HEALTHY: &str = "not enough healthy nvidia.com/gpu";
+
+fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError> {
+    let gpus = match pod.spec.as_ref().map(pod_requests) {
+        None => 0,
+        Some(Ok(r)) => r.gpus,
+        Some(Err((resource, e))) => {
+            let pod = format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            );
+            return Err(DecideError::Requests { pod, resource, message: e.to_string() });
+        }
+    };
+    let outside = if gpus == 0 { Plan::Anywhere } else { Plan::Room { gpus } };
+    let slot = match pod_slot(pod) {
+        None => return Ok(outside),
+        Some(Ok(slot)) => slot,
+        Some(Err(e)) => {
+            // Labels that name no slot: if the JobSet is a gang, nothing can be reserved for this pod.
+            return Ok(match state.gang(e.gang()) {
+                Some(record) if record.holds_reservation() => {
+                    Plan::Nowhere { reason: format!("{e}; gang {} steers only pods of its slots", e.gang()) }
+                }
+                _ => outside,
+            });
+        }
+    };
+    let Some(record) = state.gang(&slot.gang) else { return Ok(outside) };
+    let gang = &slot.gang;
+    Ok(match record.steer(&slot.job, slot.pod_index) {
+        Steering::Free => outside,
+        Steering::Wait(phase) => Plan::Nowhere {
+            reason: format!("gang {gang} is {}, not admitted: its pods wait for admission", phase_name(phase)),
+        },
+        Steering::NoSlot => Plan::Nowhere {
+            reason: format!("gang {gang} ({}) has no slot {slot} in its placement", phase_name(record.phase)),
+        },
+        Steering::Node(node) => {
+            Plan::Only { node, reason: format!("gang {gang} reserved node {node} for slot {slot}") }
+        }
+        Steering::AnySlotOf(pods) => {
+            let bound = state.bound_in_job(gang, &slot.job);
+            let mut taken = bound.cloned().unwrap_or_default();
+            let mut nodes = BTreeSet::new();
+            for node in pods.values() {
+                match taken.get_mut(node) {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => {
+                        nodes.insert(&**node);
+                    }
+                }
+            }
+            let all: BTreeSet<&str> = pods.values().map(|n| &**n).collect();
+            let list = all.into_iter().collect::<Vec<_>>().join(", ");
+            let job = format!("{}-{}", slot.job.pod_set, slot.job.job_index);
+            Plan::OpenSlots {
+                nodes,
+                reason: format!("gang {gang} has no free slot of Job {job} here (its nodes: {list})"),
+            }
+        }
+    })
+}
+
+/// GPUs on a node as seen by a pod outside gangs. Gangs are charged as the admission model charges them, per gang
+/// `max(reserved, bound)`: `reserved` plus the gang's pods beyond it, which count as ordinary pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Room {
+    /// Healthy GPUs when the node's GPUNode is trusted; else the device plugin's count, since health is unknown
+    /// (the node may simply run no agent) and only reservations are the extender's to protect.
+    usable: u32,
+    /// Held by pods outside reservations: what preemption could free.
+    preemptible: u32,
+    /// Reserved for gangs, whether their pods run yet or not: preempting a gang's pod frees nothing.
+    reserved: u32,
+}
+
+impl Room {
+    fn free(&self) -> u32 {
+        self.usable.saturating_sub(self.preemptible).saturating_sub(self.reserved)
+    }
+}
+
+fn room(state: &ExtenderState, name: &str) -> Option<Room> {
+    let slot = state.model().slot_by_name(name)?;
+    let node = slot.node.as_ref()?;
+    let usable = if slot.distrust.is_none() { slot.capacity.gpus } else { node.device_plugin_gpus.unwrap_or(0) };
+    let mut r = Room { usable, preemptible: slot.foreign.gpus, reserved: 0 };
+    for u in slot.gangs.values() {
+        r.reserved = r.reserved.saturating_add(u.reserved.gpus);
+        r.preemptible = r.preemptible.saturating_add(u.bound.gpus.saturating_sub(u.reserved.gpus));
+    }
+    Some(r)
+}
+
+fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit<'static> {
+    let Some(r) = room(state, name) else { return Fit::Unresolvable(UNKNOWN_NODE) };
+    let free = r.free();
+    if free >= gpus {
+        Fit::Pass
+    } else if free.saturating_add(r.preemptible) >= gpus {
+        Fit::Fail(PREEMPTIBLE)
+    } else if free.saturating_add(r.preemptible).saturating_add(r.reserved) >= gpus {
+        Fit::Unresolvable(RESERVED)
+    } else {
+        Fit::Unresolvable(NO_HEALTHY)
+    }
+}
+
+/// Best fit: 10 when the pod fills the node's free GPUs exactly, down to 0 the more room it would leave.
+fn best_fit_score(state: &ExtenderState, name: &str, gpus: u32) -> i64 {
+    match room(state, name) {
+        Some(r) if r.free() >= gpus && r.usable > 0 => {
+            let left = i64::from(r.free() - gpus);
+            MAX_EXTENDER_PRIORITY - (MAX_EXTENDER_PRIORITY * left).div_euclid(i64::from(r.usable))
+        }
+        _ => MIN_EXTENDER_PRIORITY,
+    }
+}
+
+impl Plan<'_> {
+    fn fit<'r>(&'r self, state: &ExtenderState, name: &str) -> Fit<'r> {
+        match self {
+            Plan::Anywhere => Fit::Pass,
+            Plan::Only { node, reason } => {
+                if *node == name {
+                    Fit::Pass
+                } else {
+                    Fit::Unresolvable(reason)
+                }
+            }
+            Plan::OpenSlots { nodes, reason } => {
+                if nodes.contains(name) {
+                    Fit::Pass
+                } else {
+                    Fit::Unresolvable(reason)
+                }
+            }
+            Plan::Nowhere { reason } => Fit::Unresolvable(reason),
+            Plan::Room { gpus } => fit(state, name, *gpus),
+        }
+    }
+
+    fn score(&self, state: &ExtenderState, name: &str) -> i64 {
+        let best = |yes: bool| if yes { MAX_EXTENDER_PRIORITY } else { MIN_EXTENDER_PRIORITY };
+        match self {
+            Plan::Only { node, .. } => best(*node == name),
+            Plan::OpenSlots { nodes, .. } => best(nodes.contains(name)),
+            Plan::Room { gpus } => best_fit_score(state, name, *gpus),
+            Plan::Anywhere | Plan::Nowhere { .. } => MIN_EXTENDER_PRIORITY,
+        }
+    }
+}
+
+/// The `filter` verb. Candidates come as names (`nodeCacheCapable`) or as full Nodes, and the answer uses the same
+/// form; passing names are a subset of the candidates, in their order. Problems with the request itself are
+/// answered in `Error`, which fails the pod's scheduling cycle with that message.
+pub fn filter(state: &ExtenderState, args: &ExtenderArgs) -> ExtenderFilterResult {
+    let Some(pod) = args.pod.as_deref() else {
+        return ExtenderFilterResult { error: DecideError::NoPod.to_string(), ..Default::default() };
+    };
+    let plan = match plan(state, pod) {
+        Ok(plan) => plan,
+        Err(e) => return ExtenderFilterResult { error: e.to_string(), ..Default::default() },
+    };
+    let mut result = ExtenderFilterResult::default();
+    let mut verdict = |name: &str| match plan.fit(state, name) {
+        Fit::Pass => true,
+        Fit::Fail(reason) => {
+            result.failed_nodes.insert(name.to_owned(), reason.to_owned());
+            false
+        }
+        Fit::Unresolvable(reason) => {
+            result.failed_and_unresolvable_nodes.insert(name.to_owned(), reason.to_owned());
+            false
+        }
+    };
+    match (&args.node_names, &args.nodes) {
+        (Some(names), _) => {
+            let passed = names.iter().filter(|n| verdict(n)).cloned().collect();
+            result.node_names = Some(passed);
+        }
+        (None, Some(list)) => {
+            let items =
+                list.items.iter().filter(|n| n.metadata.name.as_deref().is_some_and(&mut verdict)).cloned().collect();
+            result.nodes = Some(NodeList { items });
+        }
+        (None, None) => result.node_names = Some(Vec::new()),
+    }
+    result
+}
+
+/// The `prioritize` verb: one score per candidate, in candidate order.
+pub fn prioritize(state: &ExtenderState, args: &ExtenderArgs) -> Result<HostPriorityList, DecideError> {
+    let pod = args.pod.as_deref().ok_or(DecideError::NoPod)?;
+    let plan = plan(state, pod)?;
+    let score = |host: String| HostPriority { score: plan.score(state, &host), host };
+    Ok(match (&args.node_names, &args.nodes) {
+        (Some(names), _) => names.iter().cloned().map(score).collect(),
+        (None, Some(list)) => list.items.iter().filter_map(|n| n.metadata.name.clone()).map(score).collect(),
+        (None, None) => Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extender::slots::tests::jobset_pod;
+    use crate::extender::state::tests::{bound, cluster, gang_with_spec, node, with_gpus};
+    use muster_api::gang::GangPhase;
+    use serde_json::json;
+
+    fn args(pod: &Pod, names: &[&str]) -> ExtenderArgs {
+        ExtenderArgs {
+            pod: Some(Box::new(pod.clone())),
+            nodes: None,
+            node_names: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+        }
+    }
+
+    fn plain_pod(name: &str, gpus: u32) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus.to_string()}}}]}}))
+        .expect("pod")
+    }
+
+    const NODES: [&str; 4] = ["gpu-0", "gpu-1", "gpu-2", "gpu-3"];
+
+    fn four_nodes() -> ExtenderState {
+        cluster(&[("gpu-0", 8), ("gpu-1", 8), ("gpu-2", 8), ("gpu-3", 8)])
+    }
+
+    fn passed(r: &ExtenderFilterResult) -> Vec<&str> {
+        r.node_names.iter().flatten().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn gang_pods_pass_only_on_their_reserved_node() {
+        let mut s = four_nodes();
+        let slots = [("workers", 0, 0, "gpu-3"), ("workers", 1, 0, "gpu-1")];
+        s.apply_gang(&gang_with_spec("train", GangPhase::Admitted, 8, &slots));
+        let pod = jobset_pod("ml", "train", "workers", "0", Some("0"));
+        let r = filter(&s, &args(&pod, &NODES));
+        assert_eq!(passed(&r), ["gpu-3"]);
+        assert!(r.failed_nodes.is_empty() && r.error.is_empty());
+        assert_eq!(r.failed_and_unresolvable_nodes.len(), 3);
+        assert_eq!(r.failed_and_unresolvable_nodes["gpu-0"], "gang ml/train reserved node gpu-3 for slot workers-0/0");
+        let scores = prioritize(&s, &args(&pod, &NODES)).expect("scores");
+        assert_eq!(scores.iter().map(|h| h.score).collect::<Vec<_>>(), [0, 0, 0, 10]);
+        // Running keeps steering (a restarted pod comes back to its node); the reserved node missing from the
+        // candidates (the scheduler's own filters dropped it) leaves nothing.
+        s.apply_gang(&gang_with_spec("train", GangPhase::Running, 8, &slots));
+        let pod = jobset_pod("ml", "train", "workers", "1", Some("0"));
+        assert_eq!(passed(&filter(&s, &args(&pod, &NODES))), ["gpu-1"]);
+        assert!(passed(&filter(&s, &args(&pod, &["gpu-0", "gpu-2"]))).is_empty());
+        // A slot the placement lacks passes nowhere.
+        let pod = jobset_pod("ml", "train", "workers", "7", Some("0"));
+        let r = filter(&s, &args(&pod, &NODES));
+        assert!(passed(&r).is_empty());
+        assert_eq!(
+            r.failed_and_unresolvable_nodes["gpu-3"],
+            "gang ml/train (Running) has no slot workers-7/0 in its placement"
+        );
+        // Labels that name no slot, for a gang: nowhere, and the reason says why.
+        let pod = jobset_pod("ml", "train", "workers", "x", Some("0"));
+        let r = filter(&s, &args(&pod, &NODES));
+        assert!(passed(&r).is_empty());
+        assert!(r.failed_and_unresolvable_nodes["gpu-0"].contains("is not an index"), "{r:?}");
+    }
+
+    #[test]
+    fn pods_of_gangs_not_admitted_pass_nowhere() {
+        let mut s = four_nodes();
+        for phase in [GangPhase::Pending, GangPhase::Requeued, GangPhase::Inadmissible] {
+            s.apply_gang(&gang_with_spec("train", phase, 8, &[("workers", 0, 0, "gpu-3")]));
+            let pod = jobset_pod("ml", "train", "workers", "0", Some("0"));
+            let r = filter(&s, &args(&pod, &NODES));
+            assert!(passed(&r).is_empty());
+            let reason = &r.failed_and_unresolvable_nodes["gpu-3"];
+            assert!(
+                reason.starts_with("gang ml/train is ")
+                    && reason.ends_with("not admitted: its pods wait for admission")
+            );
+            assert!(prioritize(&s, &args(&pod, &NODES)).expect("scores").iter().all(|h| h.score == 0));
+        }
+    }
+
+    #[test]
+    fn nonindexed_pods_take_any_slot_of_their_job_not_yet_bound() {
+        let mut s = four_nodes();
+        let slots = [("workers", 0, 0, "gpu-0"), ("workers", 0, 1, "gpu-0"), ("workers", 0, 2, "gpu-2")];
+        s.apply_gang(&gang_with_spec("train", GangPhase::Admitted, 2, &slots));
+        let pod = jobset_pod("ml", "train", "workers", "0", None);
+        assert_eq!(passed(&filter(&s, &args(&pod, &NODES))), ["gpu-0", "gpu-2"]);
+        let mut p = bound(pod.clone(), "gpu-0");
+        for i in 0..2 {
+            p.metadata.name = Some(format!("bound-{i}"));
+            s.apply_pod(&p);
+        }
+        let r = filter(&s, &args(&pod, &NODES));
+        assert_eq!(passed(&r), ["gpu-2"]);
+        assert_eq!(
+            r.failed_and_unresolvable_nodes["gpu-0"],
+            "gang ml/train has no free slot of Job workers-0 here (its nodes: gpu-0, gpu-2)"
+        );
+        let scores = prioritize(&s, &args(&pod, &NODES)).expect("scores");
+        assert_eq!(scores.iter().map(|h| h.score).collect::<Vec<_>>(), [0, 0, 10, 0]);
+        p.metadata.name = Some("bound-2".into());
+        s.apply_pod(&bound(p, "gpu-2"));
+        assert!(passed(&filter(&s, &args(&pod, &NODES))).is_empty());
+    }
+
+    #[test]
+    fn other_gpu_pods_keep_off_reserved_gpus() {
+        let mut s = four_nodes();
+        // gpu-0: all 8 reserved (no pod yet); gpu-1: 6 reserved, 2 of them in use; gpu-2: a plain 6-GPU pod;
+        // gpu-3: free. And a node the extender does not know.
+        s.apply_gang(&gang_with_spec("a", GangPhase::Admitted, 8, &[("workers", 0, 0, "gpu-0")]));
+        s.apply_gang(&gang_with_spec(
+            "b",
+            GangPhase::Admitted,
+            2,
+            &[("workers", 0, 0, "gpu-1"), ("workers", 0, 1, "gpu-1"), ("workers", 0, 2, "gpu-1")],
+        ));
+        s.apply_pod(&bound(with_gpus(jobset_pod("ml", "b", "workers", "0", Some("0")), "b0", 2), "gpu-1"));
+        let mut other = plain_pod("other", 6);
+        other.metadata.namespace = Some("default".into());
+        s.apply_pod(&bound(other, "gpu-2"));
+        let candidates = ["gpu-0", "gpu-1", "gpu-2", "gpu-3", "gpu-9"];
+
+        let r = filter(&s, &args(&plain_pod("p", 8), &candidates));
+        assert_eq!(passed(&r), ["gpu-3"]);
+        assert_eq!(r.failed_and_unresolvable_nodes["gpu-0"], RESERVED);
+        assert_eq!(r.failed_and_unresolvable_nodes["gpu-1"], RESERVED);
+        assert_eq!(r.failed_nodes["gpu-2"], PREEMPTIBLE, "the plain pod could be preempted");
+        assert_eq!(r.failed_and_unresolvable_nodes["gpu-9"], UNKNOWN_NODE);
+
+        let r = filter(&s, &args(&plain_pod("p", 2), &candidates));
+        assert_eq!(passed(&r), ["gpu-1", "gpu-2", "gpu-3"]);
+        // Best fit: gpu-1 and gpu-2 have exactly 2 free, gpu-3 would be left with 6 of 8.
+        let scores = prioritize(&s, &args(&plain_pod("p", 2), &candidates)).expect("scores");
+        assert_eq!(scores.iter().map(|h| h.score).collect::<Vec<_>>(), [0, 10, 10, 3, 0]);
+
+        // Pods without GPUs, whatever their JobSet, go anywhere.
+        let mut cpu = plain_pod("cpu", 0);
+        if let Some(s) = cpu.spec.as_mut() {
+            s.containers[0].resources = None;
+        }
+        assert_eq!(passed(&filter(&s, &args(&cpu, &candidates))).len(), 5);
+        // A JobSet without a Gang and a Finished gang: their GPU pods are ordinary.
+        let unmanaged = jobset_pod("ml", "no-gang", "workers", "0", Some("0"));
+        assert_eq!(passed(&filter(&s, &args(&unmanaged, &candidates))), ["gpu-3"]);
+        s.apply_gang(&gang_with_spec("done", GangPhase::Finished, 8, &[("workers", 0, 0, "gpu-0")]));
+        let finished = jobset_pod("ml", "done", "workers", "0", Some("0"));
+        assert_eq!(passed(&filter(&s, &args(&finished, &candidates))), ["gpu-3"]);
+    }
+
+    #[test]
+    fn room_outside_reservations_is_the_admission_models_free_room_on_trusted_nodes() {
+        let mut s = four_nodes();
+        let slots = [("workers", 0, 0, "gpu-0"), ("workers", 0, 1, "gpu-1")];
+        s.apply_gang(&gang_with_spec("a", GangPhase::Admitted, 4, &slots));
+        // On gpu-0 the gang's pod (3 of its 4 reserved GPUs) and one beyond its reservation (2 more); on gpu-1 a pod
+        // of a JobSet that is no gang; on gpu-2 a plain pod.
+        let gang_pod = |name: &str, gpus| with_gpus(jobset_pod("ml", "a", "workers", "0", Some("0")), name, gpus);
+        s.apply_pod(&bound(gang_pod("a0", 3), "gpu-0"));
+        s.apply_pod(&bound(gang_pod("a-extra", 2), "gpu-0"));
+        s.apply_pod(&bound(with_gpus(jobset_pod("ml", "none", "w", "0", Some("0")), "n", 1), "gpu-1"));
+        s.apply_pod(&bound(plain_pod("p", 1), "gpu-2"));
+        let free: Vec<u32> = NODES.iter().filter_map(|n| room(&s, n)).map(|r| r.free()).collect();
+        assert_eq!(free, [3, 3, 7, 8]);
+        for n in NODES {
+            let id = s.model().id(n).expect("known");
+            assert_eq!(room(&s, n).map(|r| r.free()), Some(s.model().free(id).gpus), "{n}");
+        }
+        let r = filter(&s, &args(&plain_pod("q", 4), &NODES));
+        assert_eq!(passed(&r), ["gpu-2", "gpu-3"]);
+        assert_eq!(r.failed_nodes["gpu-0"], PREEMPTIBLE, "3 free + 1 beyond the reservation");
+        assert_eq!(r.failed_nodes["gpu-1"], PREEMPTIBLE, "3 free + the unmanaged JobSet's pod");
+        let r = filter(&s, &args(&plain_pod("q", 6), &NODES));
+        assert_eq!(r.failed_and_unresolvable_nodes["gpu-0"], RESERVED);
+        // Untrusted GPUs (no heartbeat): the device plugin's count stands in, reservations still count.
+        let mut stale = crate::extender::state::tests::gpunode("gpu-0", 8, 0);
+        if let Some(st) = stale.status.as_mut() {
+            st.heartbeat_time = None;
+        }
+        s.apply_gpunode(&stale);
+        assert_eq!(s.model().free(s.model().id("gpu-0").expect("known")).gpus, 0, "admission does not trust it");
+        assert_eq!(room(&s, "gpu-0").map(|r| r.free()), Some(3));
+        // Trusted with 2 unhealthy GPUs: only the healthy ones are usable.
+        s.apply_gpunode(&crate::extender::state::tests::gpunode("gpu-3", 6, 2));
+        assert_eq!(room(&s, "gpu-3").map(|r| r.free()), Some(6));
+        let r = filter(&s, &args(&plain_pod("q", 8), &["gpu-3"]));
+        assert_eq!(r.failed_and_unresolvable_nodes["gpu-3"], NO_HEALTHY);
+        s.apply_node(&node("gpu-5", 8));
+        assert_eq!(room(&s, "gpu-5").map(|r| r.free()), Some(8), "no GPUNode: the device plugin's count");
+    }
+
+    #[test]
+    fn request_problems_are_errors_and_forms_are_kept() {
+        let s = four_nodes();
+        let r = filter(&s, &ExtenderArgs { pod: None, nodes: None, node_names: Some(vec!["gpu-0".into()]) });
+        assert_eq!(r.error, "the request carries no Pod");
+        assert_eq!(prioritize(&s, &ExtenderArgs::default()), Err(DecideError::NoPod));
+        let bad: Pod = serde_json::from_value(json!({"metadata": {"name": "b", "namespace": "x"},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "lots"}}}]}}))
+        .expect("pod");
+        let r = filter(&s, &args(&bad, &NODES));
+        assert!(r.error.starts_with("pod x/b: request nvidia.com/gpu: "), "{}", r.error);
+        // Full Nodes in, full Nodes out.
+        let full = ExtenderArgs {
+            pod: Some(Box::new(plain_pod("p", 8))),
+            nodes: Some(NodeList { items: vec![node("gpu-0", 8), node("gpu-7", 8)] }),
+            node_names: None,
+        };
+        let r = filter(&s, &full);
+        assert_eq!(r.node_names, None);
+        let names: Vec<_> = r.nodes.iter().flat_map(|l| &l.items).filter_map(|n| n.metadata.name.as_deref()).collect();
+        assert_eq!(names, ["gpu-0"]);
+        assert_eq!(prioritize(&s, &full).expect("scores").len(), 2);
+        // No candidates at all.
+        let none = ExtenderArgs { pod: Some(Box::new(plain_pod("p", 1))), ..Default::default() };
+        assert_eq!(filter(&s, &none).node_names, Some(Vec::new()));
+    }
+}

@@ -1,0 +1,51 @@
+//! The scheduling sidecar: a kube-scheduler extender (`filter`, `prioritize`; `nodeCacheCapable`) that makes the
+//! real kube-scheduler put each gang pod on the node admission reserved for it, and keeps other GPU pods off GPUs
+//! reserved for gangs. It runs next to kube-scheduler in a secondary scheduler's pod
+//! (`deploy/controller/scheduler.yaml`), as `muster-admission extender`.
+//!
+//! - [`slots`]: which slot of which gang a pod fills, and the node admission gave it (shared with the pod-pinning
+//!   webhook, [`crate::webhook::pod`]).
+//! - [`state`]: what the extender knows, fed from watches: the gang core's cluster model with every admitted gang's
+//!   reservation, and the slots bound pods hold. Pure.
+//! - [`decide`]: the `filter` and `prioritize` decisions. Pure.
+//! - [`http`]: the HTTP shell (limits, metrics, health); [`watch`]: the watches; [`cli`]: the subcommand.
+//!
+//! It is stateless beyond its watches (Nodes, GPUNodes, Gangs, bound unfinished Pods), so several replicas answer
+//! alike. Its cache lags the API server by the watch latency, which matters in two places: a pod of a gang admitted
+//! a moment ago may be refused once as "not admitted" (the scheduler retries), and two plain GPU pods scheduled
+//! back to back may both see GPUs the first one is about to take (kube-scheduler binds asynchronously and the
+//! extender learns of a binding only from the watch, kubernetes#82359). Gang pods are not exposed to the second:
+//! each has its own node. Plain pods could only be protected exactly by also being the binder (`bindVerb`).
+
+pub mod cli;
+pub mod decide;
+pub mod http;
+pub mod slots;
+pub mod state;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::ValueEnum;
+
+use crate::gang::model::ModelConfig;
+
+/// The `schedulerName` of the Muster scheduler profile (`deploy/controller/scheduler.yaml`); in extender mode the
+/// JobSet webhook sets it on gang pods' templates.
+pub const SCHEDULER_NAME: &str = "muster-scheduler";
+
+/// How gang pods are steered to their reserved nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PlacementMode {
+    /// A secondary kube-scheduler with this extender as a sidecar (`schedulerName: muster-scheduler`).
+    #[default]
+    Extender,
+    /// For schedulers that cannot be extended: a pod webhook pins each gang pod with required node affinity.
+    PodPinning,
+}
+
+/// An empty cache for an extender started in-process (tests, benchmarks); [`watch::run`] fills it.
+pub fn new_cache(config: ModelConfig) -> Arc<http::Cache> {
+    Arc::new(http::Cache::new(state::ExtenderState::new(config, SystemTime::now())))
+}
