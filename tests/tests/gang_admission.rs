@@ -390,3 +390,37 @@ async fn a_gang_bigger_than_the_cluster_is_inadmissible_and_does_not_block_small
     assert!(ns.api::<JobSet>().get("huge").await.expect("huge").suspended());
     ns.delete(WAIT).await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn an_admitted_gang_moves_only_the_slots_whose_gpu_died() {
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("gang-replace").await.expect("namespace");
+    let client = ns.client();
+    fleet(&client, &[]).await;
+    let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
+    let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
+    ns.api::<JobSet>()
+        .create(&PostParams::default(), &gang_jobset("steady", 2, "8s", json!({}), json!({})))
+        .await
+        .expect("create");
+    let admitted = eventually("admitted", WAIT, || gang_in(&ns, "steady", &[GangPhase::Admitted, GangPhase::Running]))
+        .await
+        .expect("admitted");
+    let before = placed_nodes(&admitted);
+    assert_eq!(before.len(), 2);
+    let sick = before.iter().next_back().cloned().expect("a node");
+    publish(&client, &sick, Some(&[(3, 79)])).await;
+    let moved = eventually("re-placed", WAIT, || async {
+        let s = gang_in(&ns, "steady", &[GangPhase::Admitted, GangPhase::Running]).await?;
+        if placed_nodes(&s).contains(&sick) { Err(format!("still on {sick}: {:?}", s.reason)) } else { Ok(s) }
+    })
+    .await
+    .expect("the slot on the sick node moved");
+    let after = placed_nodes(&moved);
+    assert_eq!(before.intersection(&after).count(), 1, "the healthy slot stayed: {before:?} → {after:?}");
+    assert_eq!(moved.admitted_at, admitted.admitted_at, "the same admission, not a new one");
+    assert!(moved.reason.unwrap_or_default().contains(&sick));
+    eventually("completed", WAIT, || jobset_condition(&ns, "steady", keys::CONDITION_COMPLETED)).await.expect("done");
+    fleet(&client, &[]).await;
+    ns.delete(WAIT).await.expect("cleanup");
+}

@@ -14,15 +14,16 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use muster_api::gang::{Gang, GangPhase, GangSpec, GangStatus};
+use muster_api::gang::{Gang, GangPhase, GangSpec, GangStatus, SlotPlacement};
 use muster_api::gpunode::GPUNode;
 use muster_api::{JobSet, keys};
 
 use crate::gang::GangKey;
 use crate::gang::demand::GangDemand;
 use crate::gang::model::{ClusterModel, GpuReport, ModelConfig};
+use crate::gang::nodeset::NodeSet;
 use crate::gang::objects::{self, GangSpecError};
-use crate::gang::placement::per_node_of;
+use crate::gang::placement::{per_node_of, replace_slots};
 use crate::gang::queue::{QueueConfig, Queues, RequeueDecision, on_pods_ready_timeout, pods_ready_deadline};
 
 /// Knobs of the admission controller.
@@ -83,6 +84,8 @@ pub struct QueueSnapshot {
 }
 
 pub const REQUEUE_PODS_READY_TIMEOUT: &str = "PodsReadyTimeout";
+/// Slots moved off a node whose GPU died under the reservation (counted with the requeues, by this reason).
+pub const REQUEUE_UNHEALTHY_GPU: &str = "UnhealthyGPU";
 
 #[derive(Clone, Debug)]
 struct JobSetView {
@@ -355,6 +358,8 @@ impl Admission {
         let mut report = TickReport::default();
         self.create_missing_gangs(&mut report);
         self.follow_lifecycle(now, &mut report);
+        // Ahead of the queue: an admitted gang whose reserved GPU died gets new nodes before anyone else does.
+        self.replace_unhealthy(&mut report);
 
         let pass = self.queues.pass(&mut self.model, now);
         for admitted in pass.admitted {
@@ -490,6 +495,64 @@ impl Admission {
                     t.desired.reason = Some(format!(
                         "pods were not all ready within {}s {requeue_count} times; the requeuing limit is reached",
                         timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Moves the slots of admitted gangs off nodes where GPUs died under their reservation; the other slots stay.
+    /// When no room is left elsewhere the reservation stays as it is (the pods there fail and restart as the
+    /// JobSet's failure policy says) and this is tried again next tick.
+    fn replace_unhealthy(&mut self, report: &mut TickReport) {
+        let mut keys: Vec<GangKey> = self
+            .gangs
+            .iter()
+            .filter(|(_, t)| matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        for key in keys {
+            let Some(held) = self.model.reservation(&key).cloned() else { continue };
+            let mut bad: Vec<&String> =
+                held.keys().filter(|n| self.model.id(n).is_some_and(|id| self.model.gpu_deficit(id) > 0)).collect();
+            if bad.is_empty() {
+                continue;
+            }
+            bad.sort();
+            let Some(t) = self.gangs.get_mut(&key) else { continue };
+            let Ok(demand) = &t.demand else { continue };
+            let (moving, kept): (Vec<SlotPlacement>, Vec<SlotPlacement>) =
+                t.desired.placement.iter().cloned().partition(|s| bad.contains(&&s.node));
+            let Ok(kept_per_node) = per_node_of(demand, &kept) else { continue };
+            let mut avoid = NodeSet::new();
+            bad.iter().filter_map(|n| self.model.id(n)).for_each(|id| avoid.insert(id));
+            self.model.release(&key);
+            let _ = self.model.reserve(&key, &kept_per_node);
+            let nodes = bad.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            match replace_slots(&self.model, demand, &moving, &avoid) {
+                Ok(new) => {
+                    for slot in &mut t.desired.placement {
+                        if let Some(n) = new.iter().find(|n| {
+                            (n.pod_set.as_str(), n.job_index, n.pod_index)
+                                == (slot.pod_set.as_str(), slot.job_index, slot.pod_index)
+                        }) {
+                            slot.node.clone_from(&n.node);
+                        }
+                    }
+                    self.model.release(&key);
+                    let all = per_node_of(demand, &t.desired.placement).unwrap_or(held);
+                    let _ = self.model.reserve(&key, &all);
+                    t.desired.reason =
+                        Some(format!("re-placed {} pods off {nodes}: GPUs there stopped being healthy", moving.len()));
+                    report.requeued.push((t.queue.clone(), REQUEUE_UNHEALTHY_GPU));
+                }
+                Err(_) => {
+                    self.model.release(&key);
+                    let _ = self.model.reserve(&key, &held);
+                    t.desired.reason = Some(format!(
+                        "GPUs stopped being healthy on {nodes} under {} reserved pods; no healthy room to move them yet",
+                        moving.len()
                     ));
                 }
             }
@@ -807,6 +870,34 @@ mod tests {
         a.pod_applied(&pod(1, "True"));
         let r = a.tick(at(10));
         assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Running)]);
+    }
+
+    #[test]
+    fn slots_on_a_node_whose_gpu_dies_move_and_the_others_stay() {
+        let mut a = admission(3, &[jobset("pair", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        let before = a.stored(&GangKey::new("ml", "pair")).cloned().expect("stored");
+        let nodes: Vec<String> = before.placement.iter().map(|s| s.node.clone()).collect();
+        assert_eq!(nodes, ["gpu-0", "gpu-1"]);
+        // GPU 3 of gpu-1 falls off the bus.
+        let (_, mut sick) = node("gpu-1");
+        if let Some(d) = sick.status.as_mut().and_then(|s| s.devices.get_mut(3)) {
+            d.health.healthy = false;
+            d.health.xid = Some(79);
+        }
+        a.gpunode_applied(&sick);
+        let r = a.tick(at(3));
+        assert_eq!(writes(&r), [("ml/pair".into(), GangPhase::Admitted)]);
+        store_all(&mut a, &r);
+        let after = a.stored(&GangKey::new("ml", "pair")).cloned().expect("stored");
+        let nodes: Vec<String> = after.placement.iter().map(|s| s.node.clone()).collect();
+        assert_eq!(nodes, ["gpu-0", "gpu-2"], "only the slot on gpu-1 moved");
+        assert_eq!(after.admitted_at, before.admitted_at, "still the same admission");
+        assert!(after.reason.as_deref().is_some_and(|r| r.contains("gpu-1")), "{:?}", after.reason);
+        assert_eq!(r.requeued, [("default".to_owned(), REQUEUE_UNHEALTHY_GPU)]);
+        let reserved: Vec<&String> = a.model().reservation(&GangKey::new("ml", "pair")).expect("held").keys().collect();
+        assert_eq!(reserved, ["gpu-0", "gpu-2"]);
     }
 
     #[test]

@@ -474,6 +474,16 @@ impl ClusterModel {
         self.slot(id).map_or(Resources::ZERO, |s| s.free)
     }
 
+    /// GPUs the node's holders need beyond the healthy GPUs its agent now reports: above zero, a GPU died under
+    /// a reservation. Zero for a node whose agent is not trusted: a stale agent is no evidence of a dead GPU.
+    pub fn gpu_deficit(&self, id: NodeId) -> u32 {
+        let Some(slot) = self.slot(id) else { return 0 };
+        if slot.distrust.is_some() {
+            return 0;
+        }
+        slot.foreign.gpus.saturating_add(slot.gang_total.gpus).saturating_sub(slot.capacity.gpus)
+    }
+
     pub fn capacity(&self, id: NodeId) -> Resources {
         self.slot(id).map_or(Resources::ZERO, |s| s.capacity)
     }

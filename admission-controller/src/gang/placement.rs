@@ -16,6 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use muster_api::gang::SlotPlacement;
 
@@ -151,6 +152,54 @@ pub fn per_node_of(gang: &GangDemand, slots: &[SlotPlacement]) -> Result<BTreeMa
         *total = total.saturating_add(ps.per_pod);
     }
     Ok(per_node)
+}
+
+/// New nodes for the `moving` slots of an admitted gang, on the model's current room (the caller has released
+/// what the gang held for them), never on `avoid`. The moving pods of one Job are placed as one Job, so they stay
+/// together where they can. The result keeps each slot's pod set, Job and pod index.
+pub fn replace_slots(
+    model: &ClusterModel,
+    gang: &GangDemand,
+    moving: &[SlotPlacement],
+    avoid: &NodeSet,
+) -> Result<Vec<SlotPlacement>, NoFit> {
+    // One single-Job pod set per (pod set, Job) that moves, remembering which pods it stands for.
+    let mut jobs: BTreeMap<(&str, i32), Vec<i32>> = BTreeMap::new();
+    for slot in moving {
+        jobs.entry((slot.pod_set.as_str(), slot.job_index)).or_default().push(slot.pod_index);
+    }
+    let mut pod_sets = Vec::with_capacity(jobs.len());
+    let mut origin = Vec::with_capacity(jobs.len());
+    for ((pod_set, job), pods) in &mut jobs {
+        let Some(ps) = gang.pod_sets.iter().find(|p| p.name == *pod_set) else {
+            return Err(NoFit { pod_set: (*pod_set).to_owned(), job_index: u32::try_from(*job).unwrap_or(0) });
+        };
+        pods.sort_unstable();
+        pod_sets.push(super::demand::PodSetDemand {
+            name: format!("{pod_set}/{job}"),
+            jobs: 1,
+            pods_per_job: u32::try_from(pods.len()).unwrap_or(u32::MAX),
+            per_pod: ps.per_pod,
+            constraints: Arc::clone(&ps.constraints),
+        });
+        origin.push((*pod_set, *job, pods.clone()));
+    }
+    let sub = GangDemand { key: gang.key.clone(), queue: gang.queue.clone(), priority: gang.priority, pod_sets };
+    let placed = place(model, &sub, Restrict { excluded: Some(avoid), only: None }).map_err(|no| {
+        let job = origin.iter().zip(&sub.pod_sets).find(|(_, ps)| ps.name == no.pod_set).map(|((p, j, _), _)| (*p, *j));
+        NoFit {
+            pod_set: job.map_or(no.pod_set.clone(), |(p, _)| p.to_owned()),
+            job_index: job.map_or(0, |(_, j)| u32::try_from(j).unwrap_or(0)),
+        }
+    })?;
+    let mut out = Vec::with_capacity(placed.slots.len());
+    for slot in placed.slots {
+        let Some(i) = sub.pod_sets.iter().position(|p| p.name == slot.pod_set) else { continue };
+        let (pod_set, job, pods) = &origin[i];
+        let Some(&pod_index) = usize::try_from(slot.pod_index).ok().and_then(|k| pods.get(k)) else { continue };
+        out.push(SlotPlacement { pod_set: (*pod_set).to_owned(), job_index: *job, pod_index, node: slot.node });
+    }
+    Ok(out)
 }
 
 /// The room placement sees, and node orders to search it in.
