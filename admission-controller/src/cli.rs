@@ -1,6 +1,7 @@
 //! The `muster-admission` command line and process wiring: flags, logging, and running the webhook and health
 //! servers until SIGTERM.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus_client::registry::Registry;
 
+use crate::admission::config::QueuesConfigError;
 use crate::admission::metrics::AdmissionMetrics;
 use crate::admission::state::Settings;
 use crate::admission::{self, AdmissionError};
@@ -120,6 +122,10 @@ pub struct Args {
     /// A GPUNode heartbeat older than this makes its node's GPUs untrusted.
     #[arg(long, value_parser = humantime_secs, default_value = "90")]
     pub gpu_heartbeat_timeout: Duration,
+    /// YAML file with per-queue settings (head hold, pods-ready timeout and backoff); see
+    /// `muster_admission::admission::config`. Queues it does not name use the flags above.
+    #[arg(long)]
+    pub queues_config: Option<PathBuf>,
     /// Node label keys of topology domains, narrowest first (e.g. an NVLink clique label, then a rack label).
     #[arg(long, value_delimiter = ',')]
     pub topology_keys: Vec<String>,
@@ -127,15 +133,17 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
-/// Seconds, possibly fractional ("0.5", "300").
+/// A plain number of seconds ("300", "0.5") or a Go duration ("5m", "1h30m").
 fn humantime_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim().trim_end_matches('s').parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    match s.trim().parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}")),
+        Err(_) => crate::admission::config::parse_duration(s),
+    }
 }
 
 impl Args {
     /// The admission controller's knobs from the flags.
-    pub fn admission_settings(&self) -> Settings {
+    pub fn admission_settings(&self) -> Result<Settings, QueuesConfigError> {
         let pods_ready = PodsReadyConfig {
             timeout: self.pods_ready_timeout,
             backoff_base: self.requeue_backoff_base,
@@ -143,14 +151,20 @@ impl Args {
             requeuing_limit: self.requeuing_limit,
             ..PodsReadyConfig::default()
         };
-        Settings {
+        let default_queue = QueueConfig { head_hold_after: self.head_hold_after, pods_ready };
+        let queues = match &self.queues_config {
+            Some(path) => crate::admission::config::load(&path.to_string_lossy(), &default_queue)?,
+            None => BTreeMap::new(),
+        };
+        Ok(Settings {
             model: ModelConfig {
                 heartbeat_timeout: self.gpu_heartbeat_timeout,
                 topology_keys: self.topology_keys.clone(),
             },
-            default_queue: QueueConfig { head_hold_after: self.head_hold_after, pods_ready },
+            default_queue,
+            queues,
             ..Settings::default()
-        }
+        })
     }
 }
 
@@ -181,6 +195,8 @@ pub enum RunError {
     Admission(#[from] AdmissionError),
     #[error("lost the leader-election lease")]
     LeaseLost,
+    #[error("--queues-config: {0}")]
+    QueuesConfig(#[from] QueuesConfigError),
 }
 
 /// Parses a Go-style listen address: `:8081`, `127.0.0.1:8081`, `[::1]:8081`; `0` means disabled.
@@ -278,7 +294,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         None => None,
     };
     let outcome = if args.admission_controller {
-        let settings = args.admission_settings();
+        let settings = args.admission_settings()?;
         tokio::select! {
             () = shutdown_signal() => Ok(()),
             r = lead_and_admit(client, &args, settings, admission_metrics, Arc::new(AtomicBool::new(false))) => r,

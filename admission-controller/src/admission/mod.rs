@@ -3,6 +3,7 @@
 //!
 //! Nothing here decides anything; see [`state`] for why the order of writes makes a crash harmless.
 
+pub mod config;
 pub mod metrics;
 pub mod state;
 
