@@ -16,6 +16,7 @@ fi
 MUSTER_CONTROL_PLANE_BIN="$(bash tests/build-control-plane.sh | tail -n 1)"
 export MUSTER_CONTROL_PLANE_BIN
 
-echo "==> building Muster" >&2
-cargo build --quiet -p muster-tests --bin muster-demo
-exec target/debug/muster-demo "$@"
+echo "==> building Muster (the demo, the gpu-agent and the mock NVML library it loads)" >&2
+cargo build --quiet -p muster-tests --bin muster-demo -p muster-gpu-agent -p muster-mock-nvml
+target="${CARGO_TARGET_DIR:-target}/debug"
+exec "$target/muster-demo" --gpu-agent "$target/muster-gpu-agent" --mock-nvml "$target/libmuster_mock_nvml.so" "$@"

@@ -543,8 +543,8 @@ impl Admission {
                     self.model.release(&key);
                     let all = per_node_of(demand, &t.desired.placement).unwrap_or(held);
                     let _ = self.model.reserve(&key, &all);
-                    t.desired.reason =
-                        Some(format!("re-placed {} pods off {nodes}: GPUs there stopped being healthy", moving.len()));
+                    let pods = if moving.len() == 1 { "1 pod".to_owned() } else { format!("{} pods", moving.len()) };
+                    t.desired.reason = Some(format!("re-placed {pods} off {nodes}: GPUs there stopped being healthy"));
                     report.requeued.push((t.queue.clone(), REQUEUE_UNHEALTHY_GPU));
                 }
                 Err(_) => {

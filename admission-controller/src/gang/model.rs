@@ -474,14 +474,17 @@ impl ClusterModel {
         self.slot(id).map_or(Resources::ZERO, |s| s.free)
     }
 
-    /// GPUs the node's holders need beyond the healthy GPUs its agent now reports: above zero, a GPU died under
-    /// a reservation. Zero for a node whose agent is not trusted: a stale agent is no evidence of a dead GPU.
+    /// GPUs reserved for gangs on the node beyond the healthy GPUs its agent now reports: above zero, a GPU died
+    /// under a reservation. Only reservations count: pods bound where nothing was reserved for them are the
+    /// scheduler's business, not a sign of a dead GPU. Zero for a node whose agent is not trusted: a stale agent
+    /// is no evidence of a dead GPU.
     pub fn gpu_deficit(&self, id: NodeId) -> u32 {
         let Some(slot) = self.slot(id) else { return 0 };
         if slot.distrust.is_some() {
             return 0;
         }
-        slot.foreign.gpus.saturating_add(slot.gang_total.gpus).saturating_sub(slot.capacity.gpus)
+        let reserved = slot.gangs.values().fold(0u32, |sum, u| sum.saturating_add(u.reserved.gpus));
+        reserved.saturating_sub(slot.capacity.gpus)
     }
 
     pub fn capacity(&self, id: NodeId) -> Resources {

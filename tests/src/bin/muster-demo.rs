@@ -37,6 +37,13 @@ struct Args {
     /// Directory of JobSets to apply.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))]
     examples: PathBuf,
+    /// The muster-gpu-agent binary: one runs per node on the mock NVML library. Without it (and --mock-nvml),
+    /// the demo publishes each node's GPUNode itself.
+    #[arg(long, requires = "mock_nvml")]
+    gpu_agent: Option<PathBuf>,
+    /// The mock libnvidia-ml (libmuster_mock_nvml.so) the agents load through nvml-wrapper.
+    #[arg(long, requires = "gpu_agent")]
+    mock_nvml: Option<PathBuf>,
 }
 
 const GPU_PRODUCT: (&str, &str) = ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3");
@@ -71,14 +78,24 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("==> starting Muster: JobSet webhooks with gang mutation, gang admission controller, JobSet reconciler");
     let nodes: Vec<String> = (0..args.nodes).map(|i| format!("gpu-node-{i}")).collect();
-    // Simulated agents: every node publishes its GPUNode and keeps its heartbeat fresh; one node has a GPU that
-    // fell off the bus (XID 79), which admission must not count.
-    let agents = tokio::spawn(simulated_agents(client.clone(), nodes.clone()));
+    // One GPU agent per node (the real binary on the mock NVML library, each with its own fixture), or simulated
+    // ones; either way one node has a GPU that fell off the bus (XID 79), which admission must not count.
+    let agents = match (&args.gpu_agent, &args.mock_nvml) {
+        (Some(agent), Some(library)) => {
+            let running = start_agents(&cluster, agent, library, &nodes).context("starting the gpu-agents")?;
+            eprintln!("    {} gpu-agents on the mock NVML library; {SICK_NODE} reports XID 79 on GPU 5", running.len());
+            Agents::Processes(running)
+        }
+        _ => {
+            eprintln!("    simulated GPU agents (pass --gpu-agent and --mock-nvml for real ones); {SICK_NODE}: XID 79");
+            Agents::Simulated(tokio::spawn(simulated_agents(client.clone(), nodes.clone())))
+        }
+    };
     let admission = InProcessAdmission::start(client.clone(), Settings::default())
         .await
         .map_err(|e| anyhow::anyhow!("starting admission: {e}"))?;
     let reconciler = InProcessReconciler::start(client.clone(), muster_reconciler::plan::FeatureGates::default());
-    eprintln!("    not yet part of the demo (being built): the scheduler extender, per-node gpu-agents on mock NVML");
+    eprintln!("    not yet part of the demo (being built): the secondary scheduler with the extender");
 
     create_volumes(&client).await?;
     let names = apply_examples(&client, &args.examples, &args.pod_duration).await?;
@@ -96,13 +113,78 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(reconciler);
     drop(admission);
-    agents.abort();
+    drop(agents);
     drop(cluster); // stops every process it started
     Ok(())
 }
 
 /// The node that reports an unhealthy GPU (when the cluster has more than one node).
 const SICK_NODE: &str = "gpu-node-1";
+
+/// The GPU agents the demo runs; dropping them stops them.
+enum Agents {
+    Processes(Vec<tokio::process::Child>),
+    Simulated(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        match self {
+            // kill_on_drop stops the processes.
+            Agents::Processes(children) => children.clear(),
+            Agents::Simulated(task) => task.abort(),
+        }
+    }
+}
+
+/// Starts `muster-gpu-agent` for every node: its own copy of the HGX H100 fixture (unique GPU UUIDs), XID 79 on
+/// GPU 5 of the sick node; no kubelet, so allocations come from the API server's view of bound pods.
+fn start_agents(
+    cluster: &TestCluster,
+    agent: &Path,
+    library: &Path,
+    nodes: &[String],
+) -> anyhow::Result<Vec<tokio::process::Child>> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let template = std::fs::read_to_string(repo.join("tests/mock-nvml/fixtures/hgx-h100x8.json"))?;
+    let dir = cluster.dir().join("gpu-agents");
+    std::fs::create_dir_all(&dir)?;
+    let mut children = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        let mut fixture: serde_json::Value =
+            serde_json::from_str(&template.replace("-0000-4000-", &format!("-{i:04x}-4000-")))?;
+        if node == SICK_NODE {
+            fixture["xidEvents"] = json!([{"gpu": 5, "xid": 79}]);
+        }
+        let fixture_path = dir.join(format!("{node}.json"));
+        std::fs::write(&fixture_path, serde_json::to_vec_pretty(&fixture)?)?;
+        let log = std::fs::File::create(cluster.dir().join("logs").join(format!("gpu-agent-{node}.log")))?;
+        let child = tokio::process::Command::new(agent)
+            .args([
+                "--node-name",
+                node,
+                "--poll-interval",
+                "2s",
+                "--heartbeat-interval",
+                "15s",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--nvml-library")
+            .arg(library)
+            .args(["--pod-resources-socket", "/nonexistent/kubelet.sock"])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env("MUSTER_MOCK_NVML_FIXTURE", &fixture_path)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} for {node}", agent.display()))?;
+        children.push(child);
+    }
+    Ok(children)
+}
 
 async fn simulated_agents(client: Client, nodes: Vec<String>) {
     loop {
