@@ -18,6 +18,9 @@ cargo run --quiet --locked -p muster-api --bin muster-crdgen -- --check
 step "alert rules (promtool)"
 bash scripts/check-monitoring.sh
 
+step "install manifests (kubectl kustomize of deploy/ and its variants)"
+bash scripts/check-deploy.sh
+
 step "control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
 MUSTER_CONTROL_PLANE_BIN="$(bash tests/build-control-plane.sh | tail -n 1)"
 export MUSTER_CONTROL_PLANE_BIN

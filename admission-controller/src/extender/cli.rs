@@ -110,8 +110,8 @@ mod tests {
     use serde_json::Value;
 
     fn docs() -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/controller/scheduler.yaml");
-        let text = std::fs::read_to_string(path).expect("deploy/controller/scheduler.yaml exists");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/components/extender/scheduler.yaml");
+        let text = std::fs::read_to_string(path).expect("deploy/components/extender/scheduler.yaml exists");
         serde_saphyr::from_multiple(&text).expect("scheduler.yaml parses")
     }
 

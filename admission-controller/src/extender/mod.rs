@@ -1,7 +1,7 @@
 //! The scheduling sidecar: a kube-scheduler extender (`filter`, `prioritize`; `nodeCacheCapable`) that makes the
 //! real kube-scheduler put each gang pod on the node admission reserved for it, and keeps other GPU pods off GPUs
 //! reserved for gangs. It runs next to kube-scheduler in a secondary scheduler's pod
-//! (`deploy/controller/scheduler.yaml`), as `muster-admission extender`.
+//! (`deploy/components/extender/scheduler.yaml`), as `muster-admission extender`.
 //!
 //! - [`slots`]: which slot of which gang a pod fills, and the node admission gave it (shared with the pod-pinning
 //!   webhook, [`crate::webhook::pod`]).
@@ -31,8 +31,9 @@ use clap::ValueEnum;
 
 use crate::gang::model::ModelConfig;
 
-/// The `schedulerName` of the Muster scheduler profile (`deploy/controller/scheduler.yaml`); in extender mode the
-/// JobSet webhook sets it on gang pods' templates.
+/// The `schedulerName` of the Muster scheduler profile (`deploy/components/extender/scheduler.yaml`). The JobSet
+/// webhook sets it on gang pods' templates when started with `--gang-scheduler-name=muster-scheduler`, which the
+/// extender component of `deploy/` passes.
 pub const SCHEDULER_NAME: &str = "muster-scheduler";
 
 /// How gang pods are steered to their reserved nodes.

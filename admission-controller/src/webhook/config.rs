@@ -21,7 +21,7 @@ pub const VALIDATING_CONFIGURATION: &str = "muster-validating-webhook-configurat
 /// denied the request: …`).
 pub const MUTATING_WEBHOOK: &str = "mjobset.kb.io";
 pub const VALIDATING_WEBHOOK: &str = "vjobset.kb.io";
-/// Pod pinning (placement mode `pod-pinning` only; `deploy/controller/pod-pinning.yaml`).
+/// Pod pinning (placement mode `pod-pinning` only; `deploy/components/pod-pinning/pod-pinning.yaml`).
 pub const POD_PINNING_CONFIGURATION: &str = "muster-pod-pinning-webhook-configuration";
 pub const POD_PINNING_WEBHOOK: &str = "mpod.muster.dev";
 
@@ -191,8 +191,8 @@ mod tests {
 
     #[test]
     fn deployed_pod_pinning_configuration_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/controller/pod-pinning.yaml");
-        let text = std::fs::read_to_string(path).expect("deploy/controller/pod-pinning.yaml exists");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/components/pod-pinning/pod-pinning.yaml");
+        let text = std::fs::read_to_string(path).expect("deploy/components/pod-pinning/pod-pinning.yaml exists");
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("pod-pinning.yaml parses");
         let deployed = of_kind(&docs, "MutatingWebhookConfiguration");
         let expected = serde_json::to_value(pod_pinning_configuration(&Target::in_cluster(), None)).expect("serialise");
