@@ -18,7 +18,7 @@ pub mod render;
 pub mod report;
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,7 +32,7 @@ use crate::gang::snapshot::{Snapshot, build_model};
 use crate::webhook::jobset::decode_jobset;
 use crate::webhook::jobset::defaults::default_jobset;
 
-pub use cluster::Connection;
+use cluster::Connection;
 
 /// The exit status when `simulate` finds that the gang does not fit now (errors exit with 1).
 pub const EXIT_DOES_NOT_FIT: u8 = 2;
@@ -158,86 +158,95 @@ impl GlobalFlags {
 
 /// Runs one command and returns its output text. Connects as kubectl would (see [`GlobalFlags`]).
 pub async fn run(cli: &Cli) -> Result<(String, Outcome), PluginError> {
-    // A manifest is read before connecting, so a bad file is reported as such even without a cluster.
-    let manifest = match &cli.command {
-        Command::Simulate { file } => Some(read_manifest(file)?),
-        _ => None,
-    };
-    let conn = Connection::open(cli.global.kubeconfig.as_deref(), cli.global.context.as_deref()).await?;
-    run_with(cli, &conn, manifest).await
-}
-
-async fn run_with(cli: &Cli, conn: &Connection, manifest: Option<JobSet>) -> Result<(String, Outcome), PluginError> {
     let g = &cli.global;
-    let namespace = g.namespace.clone().unwrap_or_else(|| conn.namespace.clone());
     let now = SystemTime::now();
+    let open = || Connection::open(g.kubeconfig.as_deref(), g.context.as_deref());
     match &cli.command {
         Command::Queue { queue, all } => {
-            let gangs = conn.gangs().await?;
+            let gangs = open().await?.gangs().await?;
             let report = report::queue_report(&gangs, now, *all, queue.as_deref());
             Ok((render::emit(&report, g.output)?, Outcome::Done))
         }
         Command::Nodes { all } => {
-            let objects = conn.snapshot().await?;
+            let objects = open().await?.snapshot().await?;
             let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
             let report = report::nodes_report(&model, now, *all, &issues);
             Ok((render::emit(&report, g.output)?, Outcome::Done))
         }
-        Command::Explain { jobset } => {
-            let js = conn
-                .jobset(&namespace, jobset)
-                .await?
-                .ok_or_else(|| PluginError::JobSetNotFound { namespace: namespace.clone(), name: jobset.clone() })?;
-            let key = GangKey::new(&namespace, jobset);
-            let objects = conn.snapshot().await?;
-            let gang = objects.gangs.iter().find(|gang| {
-                gang.metadata.namespace.as_deref() == Some(&namespace) && gang.metadata.name.as_deref() == Some(jobset)
-            });
-            // The Gang's spec is what admission uses; before the Gang exists, the JobSet's conversion is the same.
-            let demand = match gang {
-                Some(gang) => GangDemand::from_spec(key.clone(), &gang.spec).map_err(|e| e.to_string()),
-                None if is_gang_managed(&js) => gang_spec(&js, |_| None)
-                    .map_err(|e| e.to_string())
-                    .and_then(|spec| GangDemand::from_spec(key.clone(), &spec).map_err(|e| e.to_string())),
-                None => return Err(PluginError::NotAGang(key.to_string(), not_a_gang_reason(&js))),
-            };
-            let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
-            let report = report::explain_report(&model, &key, gang, &demand, now, &issues);
-            Ok((render::emit(&report, g.output)?, Outcome::Done))
-        }
+        Command::Explain { jobset } => explain(g, &open().await?, jobset, now).await,
         Command::Simulate { file } => {
-            let Some(mut js) = manifest else {
-                return Err(PluginError::ReadFile { path: file.display().to_string(), reason: "not read".into() });
-            };
-            let namespace = js.metadata.namespace.clone().filter(|_| g.namespace.is_none()).unwrap_or(namespace);
-            let name = js
-                .metadata
-                .name
-                .clone()
-                .or_else(|| js.metadata.generate_name.as_ref().map(|p| format!("{p}<generated>")))
-                .unwrap_or_else(|| "simulated".to_owned());
-            js.metadata.namespace = Some(namespace.clone());
-            let key = GangKey::new(&namespace, &name);
-            // What the mutating webhook does on create: upstream defaults, then "is it a gang?".
-            default_jobset(&mut js);
-            if !is_gang_managed(&js) {
-                return Err(PluginError::NotAGang(key.to_string(), not_a_gang_reason(&js)));
-            }
-            let objects = conn.snapshot().await?;
-            let priority_classes = conn.priority_classes().await?;
-            let spec = gang_spec(&js, |pc| priority_classes.get(pc).copied())
-                .map_err(|e| PluginError::BadManifest { path: file.display().to_string(), reason: e.to_string() })?;
-            let demand = GangDemand::from_spec(key.clone(), &spec)
-                .map_err(|e| PluginError::BadManifest { path: file.display().to_string(), reason: e.to_string() })?;
-            let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
-            let report = report::simulate_report(&model, &demand, &objects.gangs, &issues, now);
-            let outcome =
-                if report.fit.verdict == report::Verdict::FitsNow { Outcome::Done } else { Outcome::DoesNotFit };
-            Ok((render::emit(&report, g.output)?, outcome))
+            // Read first, so a bad file is reported as such even without a cluster.
+            let js = read_manifest(file)?;
+            simulate(g, &open().await?, js, file, now).await
         }
     }
 }
 
+async fn explain(
+    g: &GlobalFlags,
+    conn: &Connection,
+    jobset: &str,
+    now: SystemTime,
+) -> Result<(String, Outcome), PluginError> {
+    let namespace = g.namespace.clone().unwrap_or_else(|| conn.namespace.clone());
+    let js = conn
+        .jobset(&namespace, jobset)
+        .await?
+        .ok_or_else(|| PluginError::JobSetNotFound { namespace: namespace.clone(), name: jobset.to_owned() })?;
+    let key = GangKey::new(&namespace, jobset);
+    let objects = conn.snapshot().await?;
+    let gang = objects.gangs.iter().find(|gang| {
+        gang.metadata.namespace.as_deref() == Some(&namespace) && gang.metadata.name.as_deref() == Some(jobset)
+    });
+    // The Gang's spec is what admission uses; before the Gang exists, the JobSet's conversion is the same (the
+    // priority does not matter for fitting).
+    let demand = match gang {
+        Some(gang) => GangDemand::from_spec(key.clone(), &gang.spec).map_err(|e| e.to_string()),
+        None if is_gang_managed(&js) => gang_spec(&js, |_| None)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| GangDemand::from_spec(key.clone(), &spec).map_err(|e| e.to_string())),
+        None => return Err(PluginError::NotAGang(key.to_string(), not_a_gang_reason(&js))),
+    };
+    let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
+    let report = report::explain_report(&model, &key, gang, &demand, now, &issues);
+    Ok((render::emit(&report, g.output)?, Outcome::Done))
+}
+
+async fn simulate(
+    g: &GlobalFlags,
+    conn: &Connection,
+    mut js: JobSet,
+    file: &Path,
+    now: SystemTime,
+) -> Result<(String, Outcome), PluginError> {
+    let bad = |reason: String| PluginError::BadManifest { path: file.display().to_string(), reason };
+    // -n wins, then the manifest's namespace, then the context's: where `kubectl create -f` would put it.
+    let namespace =
+        g.namespace.clone().or_else(|| js.metadata.namespace.clone()).unwrap_or_else(|| conn.namespace.clone());
+    let name = js
+        .metadata
+        .name
+        .clone()
+        .or_else(|| js.metadata.generate_name.as_ref().map(|p| format!("{p}<generated>")))
+        .unwrap_or_else(|| "simulated".to_owned());
+    js.metadata.namespace = Some(namespace.clone());
+    let key = GangKey::new(&namespace, &name);
+    // What the mutating webhook does on create: upstream defaults, then "is it a gang?".
+    default_jobset(&mut js);
+    if !is_gang_managed(&js) {
+        return Err(PluginError::NotAGang(key.to_string(), not_a_gang_reason(&js)));
+    }
+    let objects = conn.snapshot().await?;
+    let priority_classes = conn.priority_classes().await?;
+    let spec = gang_spec(&js, |pc| priority_classes.get(pc).copied()).map_err(|e| bad(e.to_string()))?;
+    let demand = GangDemand::from_spec(key, &spec).map_err(|e| bad(e.to_string()))?;
+    let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
+    let report = report::simulate_report(&model, &demand, &objects.gangs, &issues, now);
+    let outcome = if report.fit.verdict == report::Verdict::FitsNow { Outcome::Done } else { Outcome::DoesNotFit };
+    Ok((render::emit(&report, g.output)?, outcome))
+}
+
+/// Why [`is_gang_managed`] said no, in its order of checks.
 fn not_a_gang_reason(js: &JobSet) -> String {
     let labels = js.metadata.labels.as_ref();
     let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
@@ -253,7 +262,7 @@ fn not_a_gang_reason(js: &JobSet) -> String {
 }
 
 /// Reads a JobSet manifest (YAML or JSON; `-` is standard input) and decodes it as the webhook does.
-fn read_manifest(path: &std::path::Path) -> Result<JobSet, PluginError> {
+fn read_manifest(path: &Path) -> Result<JobSet, PluginError> {
     let shown = path.display().to_string();
     let read_err = |e: std::io::Error| PluginError::ReadFile { path: shown.clone(), reason: e.to_string() };
     let text = if path.as_os_str() == "-" {

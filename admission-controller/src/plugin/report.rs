@@ -205,10 +205,11 @@ impl NodeGpus {
             nvml: report.map(|r| r.nvml_available),
         })
     }
+}
 
-    fn has_gpus(&self, slot: &Slot) -> bool {
-        slot.gpu.is_some() || slot.node.as_ref().and_then(|n| n.device_plugin_gpus).is_some_and(|g| g > 0)
-    }
+/// A node with a GPU agent or GPUs advertised by the device plugin.
+fn has_gpus(slot: &Slot) -> bool {
+    slot.gpu.is_some() || slot.node.as_ref().and_then(|n| n.device_plugin_gpus).is_some_and(|g| g > 0)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -226,7 +227,8 @@ pub fn nodes_report(model: &ClusterModel, now: SystemTime, all: bool, issues: &[
         .nodes()
         .iter()
         .filter_map(|id| model.slot(id))
-        .filter_map(|slot| NodeGpus::of(slot, now).filter(|n| all || n.has_gpus(slot)))
+        .filter(|slot| all || has_gpus(slot))
+        .filter_map(|slot| NodeGpus::of(slot, now))
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     NodesReport { nodes, warnings: issues.iter().map(ToString::to_string).collect() }
@@ -523,7 +525,7 @@ pub fn explain_report(
             explanation: None,
             placement: Vec::new(),
         },
-        (GangPhase::Admitted | GangPhase::Running, _) if gang.is_some() => {
+        (GangPhase::Admitted | GangPhase::Running, _) => {
             let nodes = distinct_nodes(&status.placement);
             Fit {
                 verdict: Verdict::Admitted,
