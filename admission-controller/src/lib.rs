@@ -1,6 +1,7 @@
 //! Muster's admission side. So far: the JobSet admission webhooks (upstream-compatible defaulting and validation)
 //! and the TLS server that serves them, the gang core, and the scheduling sidecar ([`extender`]; in pod-pinning
-//! mode, [`webhook::pod`]) that steers gang pods to their reserved nodes.
+//! mode, [`webhook::pod`]) that steers gang pods to their reserved nodes, and the `kubectl-muster` plugin
+//! ([`plugin`]).
 //!
 //! Starting the webhook server in-process, e.g. from an integration test, and registering it with an API server:
 //!
@@ -32,6 +33,7 @@ pub mod extender;
 pub mod features;
 pub mod gang;
 pub mod kube_io;
+pub mod plugin;
 pub mod quantity;
 pub mod server;
 pub mod tls;

@@ -7,6 +7,8 @@
 //! - [`placement`]: all-or-nothing, deterministic placement of every pod slot of a gang.
 //! - [`queue`]: priority-then-arrival queues, head-gang reservations with backfill, requeue backoff.
 //! - [`explain`]: why a gang does not fit, for people (`Gang.status.reason`) and for tools (counts per cause).
+//! - [`snapshot`]: a model built at once from listed objects (the `kubectl-muster` plugin), with the rule for which
+//!   recorded placements are reservations.
 //!
 //! A thin adapter (not here) turns watched Nodes, GPUNodes, Pods and Gangs into the plain structs of this module,
 //! calls [`queue::Queues::pass`] and writes the outcome back:
@@ -33,6 +35,7 @@ pub mod nodeset;
 pub mod objects;
 pub mod placement;
 pub mod queue;
+pub mod snapshot;
 
 #[cfg(test)]
 mod proptests;
