@@ -81,6 +81,7 @@ pub struct Args {
     /// be extended).
     #[arg(long, value_enum, default_value_t = PlacementMode::Extender)]
     pub placement_mode: PlacementMode,
+    /// Log lines as text or as JSON objects (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// Hold GPU JobSets (and those naming a muster.dev/queue) suspended until gang admission places them.
@@ -96,6 +97,7 @@ pub struct Args {
     /// Hold a Lease before admitting, so several replicas are safe; the webhooks serve on every replica.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
+    /// Name of the leader-election Lease, in --namespace.
     #[arg(long, default_value = "muster-admission")]
     pub leader_election_id: String,
     /// Seconds a standby replica waits before taking over a Lease whose holder stopped renewing it.
@@ -111,6 +113,7 @@ pub struct Args {
     /// First requeue delay after a pods-ready timeout; doubles per consecutive timeout.
     #[arg(long, value_parser = humantime_secs, default_value = "60")]
     pub requeue_backoff_base: Duration,
+    /// Longest requeue delay.
     #[arg(long, value_parser = humantime_secs, default_value = "3600")]
     pub requeue_backoff_max: Duration,
     /// Requeues after which a gang is given up (left suspended, Inadmissible); unset requeues forever.

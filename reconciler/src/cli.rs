@@ -89,8 +89,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(health_listener, health_app).await });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // SIGTERM is how Kubernetes stops a pod; stopping cleanly releases the Lease at once instead of making the
+    // standby wait out its duration.
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        let ctrl_c = tokio::signal::ctrl_c();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
         let _ = stop_tx.send(true);
     });
     // Ready means "serving": a standby replica waiting for the Lease is ready too, or a rolling update of a
