@@ -415,7 +415,9 @@ mod tests {
 
         // Pods without GPUs, whatever their JobSet, go anywhere.
         let mut cpu = plain_pod("cpu", 0);
-        cpu.spec.as_mut().map(|s| s.containers[0].resources = None);
+        if let Some(spec) = cpu.spec.as_mut() {
+            spec.containers[0].resources = None;
+        }
         assert_eq!(passed(&filter(&s, &args(&cpu, &candidates))).len(), 5);
         // A JobSet without a Gang and a Finished gang: their GPU pods are ordinary.
         let unmanaged = jobset_pod("ml", "no-gang", "workers", "0", Some("0"));
@@ -451,7 +453,9 @@ mod tests {
         assert_eq!(r.failed_and_unresolvable_nodes["gpu-0"], RESERVED);
         // Untrusted GPUs (no heartbeat): the device plugin's count stands in, reservations still count.
         let mut stale = crate::extender::state::tests::gpunode("gpu-0", 8, 0);
-        stale.status.as_mut().map(|st| st.heartbeat_time = None);
+        if let Some(st) = stale.status.as_mut() {
+            st.heartbeat_time = None;
+        }
         s.apply_gpunode(&stale);
         assert_eq!(s.model().free(s.model().id("gpu-0").expect("known")).gpus, 0, "admission does not trust it");
         assert_eq!(room(&s, "gpu-0").map(|r| r.free()), Some(3));

@@ -209,7 +209,9 @@ pub(crate) mod tests {
         assert_eq!(slot.pod_index, None);
 
         let mut only_annotation = jobset_pod("ml", "train", "workers", "0", Some("3"));
-        only_annotation.metadata.labels.as_mut().map(|l| l.remove(keys::JOB_COMPLETION_INDEX));
+        if let Some(l) = only_annotation.metadata.labels.as_mut() {
+            l.remove(keys::JOB_COMPLETION_INDEX);
+        }
         assert_eq!(pod_slot(&only_annotation).and_then(Result::ok).and_then(|s| s.pod_index), Some(3));
 
         assert!(matches!(
@@ -218,7 +220,9 @@ pub(crate) mod tests {
         ));
         assert!(matches!(pod_slot(&jobset_pod("ml", "train", "workers", "-1", None)), Some(Err(_))));
         let mut unlabelled = jobset_pod("ml", "train", "workers", "0", None);
-        unlabelled.metadata.labels.as_mut().map(|l| l.remove(keys::REPLICATED_JOB_NAME));
+        if let Some(l) = unlabelled.metadata.labels.as_mut() {
+            l.remove(keys::REPLICATED_JOB_NAME);
+        }
         assert_eq!(
             pod_slot(&unlabelled),
             Some(Err(SlotError::Missing(keys::REPLICATED_JOB_NAME, GangKey::new("ml", "train"))))

@@ -29,11 +29,13 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::post;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use muster_api::{Gang, keys};
 use serde_json::{Map, Value, json};
 
@@ -70,6 +72,18 @@ impl GangLookup for StaticGangs {
 pub struct KubeGangs {
     pub store: Store<Gang>,
     pub client: kube::Client,
+}
+
+impl KubeGangs {
+    /// Starts the Gang reflector; the returned task runs it until aborted.
+    pub fn spawn(client: kube::Client) -> (Self, tokio::task::JoinHandle<()>) {
+        let (store, writer) = reflector::store();
+        let watch = watcher(Api::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| std::future::ready(()));
+        (KubeGangs { store, client }, tokio::spawn(watch))
+    }
 }
 
 impl GangLookup for KubeGangs {
