@@ -227,7 +227,13 @@ pub async fn review(gangs: &dyn GangLookup, body: &[u8]) -> Result<Vec<u8>, Revi
     };
     let answer = match decide(&pod, gang.as_ref()) {
         PinDecision::Allow => response,
-        PinDecision::Deny(reason) => response.deny(reason),
+        // controller-runtime's `admission.Denied`: 403 Forbidden.
+        PinDecision::Deny(reason) => {
+            let mut denied = response.deny(reason);
+            denied.result.code = 403;
+            denied.result.reason = "Forbidden".into();
+            denied
+        }
         PinDecision::Pin(nodes) => {
             let patch = pin_patch(raw, &nodes);
             if patch.0.is_empty() {
