@@ -13,15 +13,23 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Node;
-use muster_admission::extender::http::{Cache, FILTER_PATH, Limits, Metrics, PRIORITIZE_PATH, ops_router, router};
+use muster_admission::extender::http::{
+    Cache, FILTER_PATH, Limits, Metrics, PRIORITIZE_PATH, ops_router, router, serve,
+};
 use muster_admission::extender::new_cache;
 use muster_admission::gang::model::ModelConfig;
+use muster_admission::tls::{CertStore, Validity, generate_certs, server_config};
 use muster_api::gang::{GangPhase, GangSpec, GangStatus, PodSet, SlotPlacement};
 use muster_api::gpunode::{GPUNodeSpec, GPUNodeStatus, GpuDevice, GpuHealth};
 use muster_api::{GPUNode, Gang};
 use prometheus_client::registry::Registry;
 use proptest::prelude::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower::ServiceExt;
 
 const NODES: [&str; 4] = ["gpu-0", "gpu-1", "gpu-2", "gpu-3"];
@@ -211,6 +219,61 @@ async fn transport_problems_are_http_errors() {
 }
 
 const GET_NOTHING: &str = "/bind";
+
+/// One HTTP/1.1 POST of a filter request on `stream`; the raw response.
+async fn raw_filter<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> String {
+    let body = args(&gang_pod("0"), &NODES);
+    let head = format!(
+        "POST {FILTER_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(&body).await.expect("write");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn served_over_plain_http_or_tls_and_stopped_when_dropped() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (plain_app, _) = app(cache(true), Limits::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = serve(listener, None, plain_app, Duration::from_secs(5)).expect("serve");
+    let addr = server.local_addr();
+    assert_eq!(server.url_prefix(false), format!("http://{addr}"));
+    let response = raw_filter(TcpStream::connect(addr).await.expect("connect")).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""NodeNames":["gpu-3"]"#), "{response}");
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(TcpStream::connect(addr).await.is_err(), "the port is closed once the server is dropped");
+
+    // TLS (--tls-cert-dir): the webhook server's certificate store and acceptor.
+    let certs = generate_certs(&["127.0.0.1".to_owned()], Validity::default()).expect("certs");
+    let store = CertStore::new();
+    store.load_pem(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).expect("load");
+    let acceptor = TlsAcceptor::from(server_config(store).expect("server config"));
+    let (tls_app, _) = app(cache(true), Limits::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = serve(listener, Some(acceptor), tls_app, Duration::from_secs(5)).expect("serve");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(certs.ca_cert_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(server.local_addr()).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1".to_owned()).expect("name");
+    let tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("handshake verifies");
+    let response = raw_filter(tls).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""NodeNames":["gpu-3"]"#), "{response}");
+    server.shutdown().await;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Properties
