@@ -73,7 +73,10 @@ async fn admitted_gang_pods_are_pinned_and_waiting_ones_denied() {
     let response = well_formed_response(&answer);
     assert_eq!(response["allowed"], false);
     assert_eq!(response["status"]["code"], 403);
-    assert_eq!(response["status"]["message"], "gang ml/queued is Pending, not admitted: its pods are created once admission places it");
+    assert_eq!(
+        response["status"]["message"],
+        "gang ml/queued is Pending, not admitted: its pods are created once admission places it"
+    );
 
     // Not a gang, not a JobSet pod, not a CREATE, not a Pod: unchanged.
     for object in [pod("unmanaged"), json!({"metadata": {"name": "p"}, "spec": {"containers": []}})] {
