@@ -23,7 +23,7 @@ use muster_api::extender::{
 };
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use super::slots::{Steering, phase_name, pod_slot};
+use super::slots::{Steering, no_slot, not_admitted, pod_slot, unlabelled};
 use super::state::ExtenderState;
 use crate::gang::objects::pod_requests;
 
@@ -99,9 +99,7 @@ fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError
         Some(Err(e)) => {
             // Labels that name no slot: if the JobSet is a gang, nothing can be reserved for this pod.
             return Ok(match state.gang(e.gang()) {
-                Some(record) if record.holds_reservation() => {
-                    Plan::Nowhere { reason: format!("{e}; gang {} steers only pods of its slots", e.gang()) }
-                }
+                Some(record) if record.holds_reservation() => Plan::Nowhere { reason: unlabelled(&e) },
                 _ => outside,
             });
         }
@@ -110,12 +108,10 @@ fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError
     let gang = &slot.gang;
     Ok(match record.steer(&slot.job, slot.pod_index) {
         Steering::Free => outside,
-        Steering::Wait(phase) => Plan::Nowhere {
-            reason: format!("gang {gang} is {}, not admitted: its pods wait for admission", phase_name(phase)),
-        },
-        Steering::NoSlot => Plan::Nowhere {
-            reason: format!("gang {gang} ({}) has no slot {slot} in its placement", phase_name(record.phase)),
-        },
+        Steering::Wait(phase) => {
+            Plan::Nowhere { reason: format!("{}: its pods wait for admission", not_admitted(gang, phase)) }
+        }
+        Steering::NoSlot => Plan::Nowhere { reason: no_slot(gang, record.phase, &slot) },
         Steering::Node(node) => {
             Plan::Only { node, reason: format!("gang {gang} reserved node {node} for slot {slot}") }
         }
@@ -230,7 +226,7 @@ impl Plan<'_> {
 
 /// The answer to `filter`, borrowing node names from the request and sharing reason texts: it serialises straight
 /// into `ExtenderFilterResult`'s wire form, without the 10,000 small strings and two sorted maps an owned result of
-/// 5,000 nodes costs (the benchmark measured those at about two thirds of the decision).
+/// 5,000 nodes costs (in the benchmark, over 90 % of the decision's time).
 #[derive(Debug, Default)]
 pub struct FilterAnswer<'a> {
     names: Option<Vec<&'a str>>,

@@ -145,6 +145,21 @@ impl GangRecord {
     }
 }
 
+/// Why a pod of a gang that is not admitted goes nowhere (each mechanism adds what happens next).
+pub fn not_admitted(gang: &GangKey, phase: GangPhase) -> String {
+    format!("gang {gang} is {}, not admitted", phase_name(phase))
+}
+
+/// Why a pod whose slot the admitted gang's placement lacks goes nowhere.
+pub fn no_slot(gang: &GangKey, phase: GangPhase, slot: &PodSlot) -> String {
+    format!("gang {gang} ({}) has no slot {slot} in its placement", phase_name(phase))
+}
+
+/// Why a pod of an admitted gang whose labels name no slot goes nowhere.
+pub fn unlabelled(error: &SlotError) -> String {
+    format!("{error}; gang {} places only pods of its slots", error.gang())
+}
+
 /// Human text for a gang phase in reasons.
 pub fn phase_name(phase: GangPhase) -> &'static str {
     match phase {

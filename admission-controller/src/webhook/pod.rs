@@ -41,7 +41,7 @@ use serde_json::{Map, Value, json};
 
 use super::http::{Limits, serve_review};
 use super::review::{ReviewError, encode_review, errored};
-use crate::extender::slots::{GangRecord, Steering, phase_name, pod_slot};
+use crate::extender::slots::{GangRecord, Steering, no_slot, not_admitted, pod_slot, unlabelled};
 
 pub const PIN_PATH: &str = "/mutate--v1-pod";
 
@@ -116,20 +116,17 @@ pub fn decide(pod: &Pod, gang: Option<&Gang>) -> PinDecision {
     let slot = match slot {
         Ok(slot) => slot,
         Err(e) if record.holds_reservation() => {
-            return PinDecision::Deny(format!("{e}; gang {} pins only pods of its slots", e.gang()));
+            return PinDecision::Deny(unlabelled(&e));
         }
         Err(_) => return PinDecision::Allow,
     };
     let key = &slot.gang;
     match record.steer(&slot.job, slot.pod_index) {
         Steering::Free => PinDecision::Allow,
-        Steering::Wait(phase) => PinDecision::Deny(format!(
-            "gang {key} is {}, not admitted: its pods are created once admission places it",
-            phase_name(phase)
-        )),
-        Steering::NoSlot => {
-            PinDecision::Deny(format!("gang {key} ({}) has no slot {slot} in its placement", phase_name(record.phase)))
+        Steering::Wait(phase) => {
+            PinDecision::Deny(format!("{}: its pods are created once admission places it", not_admitted(key, phase)))
         }
+        Steering::NoSlot => PinDecision::Deny(no_slot(key, record.phase, &slot)),
         Steering::Node(node) => PinDecision::Pin(vec![node.to_owned()]),
         Steering::AnySlotOf(pods) => {
             let mut nodes: Vec<String> = pods.values().map(|n| n.to_string()).collect();
