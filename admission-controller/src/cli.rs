@@ -10,8 +10,6 @@ use std::time::Duration;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use prometheus_client::registry::Registry;
 
 use crate::admission::config::QueuesConfigError;
@@ -255,13 +253,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let (pod_pinning, gang_task) = match args.placement_mode {
         PlacementMode::Extender => (None, None),
         PlacementMode::PodPinning => {
-            let (store, writer) = reflector::store();
-            let gangs = watcher(kube::Api::all(client.clone()), watcher::Config::default().any_semantic())
-                .default_backoff()
-                .reflect(writer)
-                .for_each(|_| std::future::ready(()));
-            let lookup: Arc<dyn GangLookup> = Arc::new(KubeGangs { store, client: client.clone() });
-            (Some(lookup), Some(tokio::spawn(gangs)))
+            let (gangs, task) = KubeGangs::spawn(client.clone());
+            (Some(Arc::new(gangs) as Arc<dyn GangLookup>), Some(task))
         }
     };
     let server = serve(ServeConfig {

@@ -10,12 +10,18 @@
 //! - [`decide`]: the `filter` and `prioritize` decisions. Pure.
 //! - [`http`]: the HTTP shell (limits, metrics, health); [`watch`]: the watches; [`cli`]: the subcommand.
 //!
+//! It sees only the pods kube-scheduler asks about: those of the Muster scheduler profile (`schedulerName:
+//! muster-scheduler`, which the JobSet webhook sets on gang pods) that request `nvidia.com/gpu`. GPU pods left to the
+//! cluster's default scheduler never reach it, so they are kept off reserved GPUs only if they are routed to the
+//! Muster scheduler too.
+//!
 //! It is stateless beyond its watches (Nodes, GPUNodes, Gangs, bound unfinished Pods), so several replicas answer
 //! alike. Its cache lags the API server by the watch latency, which matters in two places: a pod of a gang admitted
 //! a moment ago may be refused once as "not admitted" (the scheduler retries), and two plain GPU pods scheduled
 //! back to back may both see GPUs the first one is about to take (kube-scheduler binds asynchronously and the
-//! extender learns of a binding only from the watch, kubernetes#82359). Gang pods are not exposed to the second:
-//! each has its own node. Plain pods could only be protected exactly by also being the binder (`bindVerb`).
+//! extender learns of a binding only from the watch, kubernetes#82359). Pods of Indexed gang Jobs (JobSet's default)
+//! are not exposed to the second, each has its own node; two pods of a NonIndexed gang Job are, for a moment. The
+//! window is the bind-to-watch latency; closing it exactly would take being the binder too (`bindVerb`).
 
 pub mod cli;
 pub mod decide;

@@ -145,6 +145,21 @@ impl GangRecord {
     }
 }
 
+/// Why a pod of a gang that is not admitted goes nowhere (each mechanism adds what happens next).
+pub fn not_admitted(gang: &GangKey, phase: GangPhase) -> String {
+    format!("gang {gang} is {}, not admitted", phase_name(phase))
+}
+
+/// Why a pod whose slot the admitted gang's placement lacks goes nowhere.
+pub fn no_slot(gang: &GangKey, phase: GangPhase, slot: &PodSlot) -> String {
+    format!("gang {gang} ({}) has no slot {slot} in its placement", phase_name(phase))
+}
+
+/// Why a pod of an admitted gang whose labels name no slot goes nowhere.
+pub fn unlabelled(error: &SlotError) -> String {
+    format!("{error}; gang {} places only pods of its slots", error.gang())
+}
+
 /// Human text for a gang phase in reasons.
 pub fn phase_name(phase: GangPhase) -> &'static str {
     match phase {
@@ -209,7 +224,9 @@ pub(crate) mod tests {
         assert_eq!(slot.pod_index, None);
 
         let mut only_annotation = jobset_pod("ml", "train", "workers", "0", Some("3"));
-        only_annotation.metadata.labels.as_mut().map(|l| l.remove(keys::JOB_COMPLETION_INDEX));
+        if let Some(l) = only_annotation.metadata.labels.as_mut() {
+            l.remove(keys::JOB_COMPLETION_INDEX);
+        }
         assert_eq!(pod_slot(&only_annotation).and_then(Result::ok).and_then(|s| s.pod_index), Some(3));
 
         assert!(matches!(
@@ -218,7 +235,9 @@ pub(crate) mod tests {
         ));
         assert!(matches!(pod_slot(&jobset_pod("ml", "train", "workers", "-1", None)), Some(Err(_))));
         let mut unlabelled = jobset_pod("ml", "train", "workers", "0", None);
-        unlabelled.metadata.labels.as_mut().map(|l| l.remove(keys::REPLICATED_JOB_NAME));
+        if let Some(l) = unlabelled.metadata.labels.as_mut() {
+            l.remove(keys::REPLICATED_JOB_NAME);
+        }
         assert_eq!(
             pod_slot(&unlabelled),
             Some(Err(SlotError::Missing(keys::REPLICATED_JOB_NAME, GangKey::new("ml", "train"))))

@@ -29,17 +29,19 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::post;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use muster_api::{Gang, keys};
 use serde_json::{Map, Value, json};
 
 use super::http::{Limits, serve_review};
 use super::review::{ReviewError, encode_review, errored};
-use crate::extender::slots::{GangRecord, Steering, phase_name, pod_slot};
+use crate::extender::slots::{GangRecord, Steering, no_slot, not_admitted, pod_slot, unlabelled};
 
 pub const PIN_PATH: &str = "/mutate--v1-pod";
 
@@ -72,6 +74,18 @@ pub struct KubeGangs {
     pub client: kube::Client,
 }
 
+impl KubeGangs {
+    /// Starts the Gang reflector; the returned task runs it until aborted.
+    pub fn spawn(client: kube::Client) -> (Self, tokio::task::JoinHandle<()>) {
+        let (store, writer) = reflector::store();
+        let watch = watcher(Api::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| std::future::ready(()));
+        (KubeGangs { store, client }, tokio::spawn(watch))
+    }
+}
+
 impl GangLookup for KubeGangs {
     fn get<'a>(&'a self, namespace: &'a str, name: &'a str) -> GangFuture<'a> {
         Box::pin(async move {
@@ -102,20 +116,17 @@ pub fn decide(pod: &Pod, gang: Option<&Gang>) -> PinDecision {
     let slot = match slot {
         Ok(slot) => slot,
         Err(e) if record.holds_reservation() => {
-            return PinDecision::Deny(format!("{e}; gang {} pins only pods of its slots", e.gang()));
+            return PinDecision::Deny(unlabelled(&e));
         }
         Err(_) => return PinDecision::Allow,
     };
     let key = &slot.gang;
     match record.steer(&slot.job, slot.pod_index) {
         Steering::Free => PinDecision::Allow,
-        Steering::Wait(phase) => PinDecision::Deny(format!(
-            "gang {key} is {}, not admitted: its pods are created once admission places it",
-            phase_name(phase)
-        )),
-        Steering::NoSlot => {
-            PinDecision::Deny(format!("gang {key} ({}) has no slot {slot} in its placement", phase_name(record.phase)))
+        Steering::Wait(phase) => {
+            PinDecision::Deny(format!("{}: its pods are created once admission places it", not_admitted(key, phase)))
         }
+        Steering::NoSlot => PinDecision::Deny(no_slot(key, record.phase, &slot)),
         Steering::Node(node) => PinDecision::Pin(vec![node.to_owned()]),
         Steering::AnySlotOf(pods) => {
             let mut nodes: Vec<String> = pods.values().map(|n| n.to_string()).collect();
@@ -213,7 +224,13 @@ pub async fn review(gangs: &dyn GangLookup, body: &[u8]) -> Result<Vec<u8>, Revi
     };
     let answer = match decide(&pod, gang.as_ref()) {
         PinDecision::Allow => response,
-        PinDecision::Deny(reason) => response.deny(reason),
+        // controller-runtime's `admission.Denied`: 403 Forbidden.
+        PinDecision::Deny(reason) => {
+            let mut denied = response.deny(reason);
+            denied.result.code = 403;
+            denied.result.reason = "Forbidden".into();
+            denied
+        }
         PinDecision::Pin(nodes) => {
             let patch = pin_patch(raw, &nodes);
             if patch.0.is_empty() {
