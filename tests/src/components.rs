@@ -121,7 +121,16 @@ pub struct InProcessAdmission {
 
 impl InProcessAdmission {
     pub async fn start(client: Client, settings: Settings) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let webhook = serve(ServeConfig { gang: Some(GangMutation::default()), ..ServeConfig::loopback() }).await?;
+        Self::start_with(client, settings, GangMutation::default()).await
+    }
+
+    /// [`Self::start`] with the given gang mutation (e.g. the extender's scheduler name on gang pod templates).
+    pub async fn start_with(
+        client: Client,
+        settings: Settings,
+        mutation: GangMutation,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let webhook = serve(ServeConfig { gang: Some(mutation), ..ServeConfig::loopback() }).await?;
         let ca = webhook.ca_pem().map(str::as_bytes);
         let target = webhook.webhook_target();
         let pp = PostParams::default();

@@ -80,6 +80,17 @@ async fn the_demo_admits_and_finishes_every_example_and_leaves_nothing_running()
         assert_eq!(cols.get(..3), Some(&[name, "Finished", "Completed"][..]), "{row}");
     }
 
+    // The scheduler, asking the extender, put every gang pod where admission reserved it.
+    let (on_plan, total) = stdout
+        .lines()
+        .find_map(|l| l.strip_suffix(" gang pods ran on the node admission reserved for them"))
+        .and_then(|l| l.split_once(" of "))
+        .map(|(a, b)| (a.parse::<u32>().unwrap_or(0), b.parse::<u32>().unwrap_or(u32::MAX)))
+        .unwrap_or_else(|| panic!("the summary counts pods on their reserved nodes:\n{stdout}"));
+    // (Pods of Jobs a finished JobSet deleted while they were active are gone; the rest remain.)
+    assert!(total >= 10, "the examples' pods are counted: {total}");
+    assert_eq!(on_plan, total, "{stdout}");
+
     // Everything it started ran under its cluster directory (control plane, KWOK, agents): none is left.
     let dir = stdout
         .lines()

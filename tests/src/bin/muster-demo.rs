@@ -13,13 +13,18 @@ use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use muster_admission::admission::state::Settings;
+use muster_admission::extender::http::{self as extender_http, Limits as ExtenderLimits, Metrics as ExtenderMetrics};
+use muster_admission::extender::{SCHEDULER_NAME, new_cache, watch as extender_watch};
+use muster_admission::gang::model::ModelConfig;
+use muster_admission::webhook::jobset::gang::GangMutation;
 use muster_api::JobSet;
 use muster_api::gang::{Gang, GangPhase};
 use muster_api::keys;
 use muster_tests::{
-    ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessAdmission, InProcessReconciler, TestCluster,
-    publish_gpu_node, yaml_files_in,
+    ClusterConfig, DEFAULT_CONTROLLERS, Extender, FakeNode, InProcessAdmission, InProcessReconciler, SchedulerConfig,
+    TestCluster, publish_gpu_node, yaml_files_in,
 };
+use prometheus_client::registry::Registry;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -71,10 +76,27 @@ async fn main() -> anyhow::Result<()> {
             FakeNode::new(format!("gpu-node-{i}")).gpus(8).cpu("128").memory("2Ti").label(GPU_PRODUCT.0, GPU_PRODUCT.1),
         );
     }
+    // The scheduling sidecar listens before the scheduler starts (its URL is in the scheduler's configuration):
+    // the scheduler's profile `muster-scheduler` asks it where each GPU pod may go.
+    let extender_cache = new_cache(ModelConfig::default());
+    let mut extender_registry = Registry::default();
+    let extender_metrics = ExtenderMetrics::register(&mut extender_registry);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app = extender_http::router(extender_cache.clone(), ExtenderLimits::default(), extender_metrics);
+    let extender_server = extender_http::serve(listener, None, app, Duration::from_secs(10))?;
+    let mut extender = Extender::new(extender_server.url_prefix(false))
+        .filter("filter")
+        .prioritize("prioritize", 10)
+        .managed_resource(keys::GPU_RESOURCE, false)
+        .node_cache_capable(true);
+    extender.http_timeout = Duration::from_secs(1);
+    config = config.scheduler(SchedulerConfig::default().profile(SCHEDULER_NAME).extender(extender));
+
     let started = Instant::now();
     let cluster = TestCluster::start(config).await.context("starting the local control plane")?;
     eprintln!("    ready in {:.1?}", started.elapsed());
     let client = cluster.client()?;
+    let extender_watches = tokio::spawn(extender_watch::run(client.clone(), extender_cache.clone()));
 
     eprintln!("==> starting Muster: JobSet webhooks with gang mutation, gang admission controller, JobSet reconciler");
     let nodes: Vec<String> = (0..args.nodes).map(|i| format!("gpu-node-{i}")).collect();
@@ -91,11 +113,14 @@ async fn main() -> anyhow::Result<()> {
             Agents::Simulated(tokio::spawn(simulated_agents(client.clone(), nodes.clone())))
         }
     };
-    let admission = InProcessAdmission::start(client.clone(), Settings::default())
+    let mutation = GangMutation { scheduler_name: Some(SCHEDULER_NAME.to_owned()) };
+    let admission = InProcessAdmission::start_with(client.clone(), Settings::default(), mutation)
         .await
         .map_err(|e| anyhow::anyhow!("starting admission: {e}"))?;
     let reconciler = InProcessReconciler::start(client.clone(), muster_reconciler::plan::FeatureGates::default());
-    eprintln!("    not yet part of the demo (being built): the secondary scheduler with the extender");
+    eprintln!(
+        "    gang pods go to the scheduler profile {SCHEDULER_NAME}, whose extender steers each to its reserved node"
+    );
 
     create_volumes(&client).await?;
     let names = apply_examples(&client, &args.examples, &args.pod_duration).await?;
@@ -107,6 +132,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let finished = outcome?;
     print_summary(&cluster, finished);
+    let (on_plan, total) = pods_on_reserved_nodes(&client).await?;
+    println!("{on_plan} of {total} gang pods ran on the node admission reserved for them");
     if args.keep && finished {
         eprintln!("(--keep) the cluster stays up; Ctrl-C to stop it");
         let _ = tokio::signal::ctrl_c().await;
@@ -114,6 +141,8 @@ async fn main() -> anyhow::Result<()> {
     drop(reconciler);
     drop(admission);
     drop(agents);
+    extender_watches.abort();
+    extender_server.shutdown().await;
     drop(cluster); // stops every process it started
     Ok(())
 }
@@ -337,6 +366,39 @@ fn pod_gpus(pod: &Pod) -> i64 {
         .filter_map(|c| c.resources.as_ref()?.limits.as_ref()?.get(keys::GPU_RESOURCE))
         .filter_map(|q| q.0.parse::<i64>().ok())
         .sum()
+}
+
+/// Gang pods (finished ones stay, as their Jobs keep them) whose node is the one their Gang's placement names for
+/// their slot (replicated job, job index, completion index), and all gang pods.
+async fn pods_on_reserved_nodes(client: &Client) -> anyhow::Result<(usize, usize)> {
+    let gangs: BTreeMap<String, Gang> = Api::<Gang>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|g| (g.name_any(), g))
+        .collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(keys::JOBSET_NAME))
+        .await?;
+    let (mut on_plan, mut total) = (0, 0);
+    for pod in &pods.items {
+        let label = |k: &str| pod.labels().get(k).cloned();
+        let Some(gang) = label(keys::JOBSET_NAME).and_then(|js| gangs.get(&js)) else { continue };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+        total += 1;
+        let index = pod.annotations().get(keys::JOB_COMPLETION_INDEX).and_then(|i| i.parse::<i32>().ok());
+        let (rjob, job) =
+            (label(keys::REPLICATED_JOB_NAME), label(keys::JOB_INDEX).and_then(|j| j.parse::<i32>().ok()));
+        let reserved = gang.status.iter().flat_map(|s| &s.placement).any(|slot| {
+            Some(&slot.pod_set) == rjob.as_ref()
+                && Some(slot.job_index) == job
+                && Some(slot.pod_index) == index
+                && slot.node == node
+        });
+        on_plan += usize::from(reserved);
+    }
+    Ok((on_plan, total))
 }
 
 fn print_summary(cluster: &TestCluster, finished: bool) {
