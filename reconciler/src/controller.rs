@@ -159,6 +159,8 @@ fn error_policy(jobset: Arc<JobSet>, err: &Error, ctx: Arc<Context>) -> Requeue 
 async fn reconcile(jobset: Arc<JobSet>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    let newer = ctx.own_writes().newer_jobset(&jobset, started);
+    let jobset = newer.map_or(jobset, Arc::new);
     let result = reconcile_inner(&jobset, &ctx).await;
     ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     result
@@ -199,9 +201,11 @@ async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Erro
         updated.status = Some(plan.status.clone());
         updated.metadata.managed_fields = None;
         let api: Api<JobSet> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.replace_status(&jobset.name_any(), &PostParams::default(), &updated)
+        let written = api
+            .replace_status(&jobset.name_any(), &PostParams::default(), &updated)
             .await
             .map_err(kube_err("update_status"))?;
+        ctx.own_writes().status_written(written, Instant::now());
         if let Some(finish) = plan.finished {
             let labels = JobSetLabels { jobset_name: jobset.name_any(), namespace: namespace.clone() };
             match finish {
