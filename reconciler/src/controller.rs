@@ -341,8 +341,9 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
             }
         }
         Action::ResumeJob { job, clear_start_time } => {
-            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass. Our own
-            // status write is not concurrent: the update carries the resourceVersion it returned.
+            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass. Clearing
+            // the start time just before is our own change, not a concurrent one: the update carries the
+            // resourceVersion it returned.
             let mut job = job.clone();
             if *clear_start_time {
                 let patch = Patch::Merge(json!({"status": {"startTime": null}}));
