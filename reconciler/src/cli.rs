@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 
 /// Lease name upstream uses, so a half-migrated cluster never runs both controllers as leader at once.
 const DEFAULT_LEASE_NAME: &str = "6d4f6a47.jobset.x-k8s.io";
+/// The User-Agent of every API request.
+pub const USER_AGENT: &str = concat!("muster-reconciler/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Parser)]
 #[command(name = "muster-reconciler", version, about = "Drop-in JobSet controller (jobset.x-k8s.io/v1alpha2)")]
@@ -72,7 +74,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
     let ready = Arc::new(AtomicBool::new(false));
-    let client = kube::Client::try_default().await?;
+    let mut kube_config = kube::Config::infer().await?;
+    // As upstream's `jobset/<version>`: the API server's audit log and metrics can tell our requests apart.
+    kube_config.headers.push((header::USER_AGENT, header::HeaderValue::from_static(USER_AGENT)));
+    let client = kube::Client::try_from(kube_config)?;
 
     let metrics_listener = tokio::net::TcpListener::bind(socket_addr(&metrics_addr)?).await?;
     let metrics_app = Router::new().route("/metrics", get(move || serve_metrics(registry.clone())));

@@ -1,17 +1,19 @@
 //! The I/O shell around [`crate::plan`]: observe the JobSet and the Jobs it owns, plan, apply the actions,
 //! write status once, then emit events. Nothing here decides anything.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use muster_api::JobSet;
@@ -19,6 +21,7 @@ use muster_api::keys;
 use serde_json::json;
 
 use crate::metrics::{ErrorLabels, JobSetLabels, Metrics};
+use crate::own_writes::OwnWrites;
 use crate::plan::{self, Action, EventType, FeatureGates, Finish, Input};
 
 /// Field manager and event reporter of the controller.
@@ -69,6 +72,16 @@ pub struct Context {
     pub metrics: Metrics,
     pub gates: FeatureGates,
     jobs: Store<Job>,
+    /// Metadata of the Services JobSets own.
+    services: Store<PartialObjectMeta<Service>>,
+    own_writes: Mutex<OwnWrites>,
+}
+
+impl Context {
+    fn own_writes(&self) -> std::sync::MutexGuard<'_, OwnWrites> {
+        // The map is consistent after every statement, so a panic elsewhere cannot leave it half-written.
+        self.own_writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The API server's own message, as Go's client prints it (`jobs.batch "x" already exists`).
@@ -99,10 +112,23 @@ pub async fn run(
             .modify(|job| job.managed_fields_mut().clear())
             .reflect(writer)
             .touched_objects();
+    // Services carry no label to select on (upstream creates them without), so the watch is cluster-wide but of
+    // metadata only, and only JobSet-owned ones are kept. It replaces a GET per reconcile and makes a deleted
+    // Service trigger its JobSet's reconcile, as upstream's Owns(Service) does.
+    let (services, service_writer) = reflector::store::<PartialObjectMeta<Service>>();
+    let service_stream =
+        watcher(Api::<PartialObjectMeta<Service>>::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .try_filter(|event| future::ready(owned_by_a_jobset(event)))
+            .modify(|service| service.managed_fields_mut().clear())
+            .reflect(service_writer)
+            .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-    let ctx = Arc::new(Context { client: client.clone(), recorder, metrics, gates, jobs });
+    let own_writes = Mutex::new(OwnWrites::default());
+    let ctx = Arc::new(Context { client: client.clone(), recorder, metrics, gates, jobs, services, own_writes });
     Controller::new(Api::<JobSet>::all(client), watcher::Config::default().any_semantic())
         .owns_stream(job_stream)
+        .owns_stream(service_stream)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -114,6 +140,16 @@ pub async fn run(
         .await;
 }
 
+/// Whether a watch event is about a JobSet-owned object (stream markers pass).
+fn owned_by_a_jobset<K: Resource>(event: &watcher::Event<K>) -> bool {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj) => {
+            obj.owner_references().iter().any(|o| o.controller == Some(true) && o.kind == "JobSet")
+        }
+        watcher::Event::Init | watcher::Event::InitDone => true,
+    }
+}
+
 fn error_policy(jobset: Arc<JobSet>, err: &Error, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(jobset = %jobset.name_any(), namespace = ?jobset.namespace(), error = %err, "reconcile failed");
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { category: err.category().into() }).inc();
@@ -123,6 +159,8 @@ fn error_policy(jobset: Arc<JobSet>, err: &Error, ctx: Arc<Context>) -> Requeue 
 async fn reconcile(jobset: Arc<JobSet>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    let newer = ctx.own_writes().newer_jobset(&jobset, started);
+    let jobset = newer.map_or(jobset, Arc::new);
     let result = reconcile_inner(&jobset, &ctx).await;
     ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     result
@@ -133,8 +171,9 @@ async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Erro
     let uid = jobset.uid().unwrap_or_default();
 
     // observe: our Jobs are those whose controller owner reference carries this JobSet's UID; a Job with the
-    // same name owned by an earlier JobSet of the same name is foreign.
-    let owned: Vec<Job> = ctx
+    // same name owned by an earlier JobSet of the same name is foreign. Our own writes the cache does not show yet
+    // count as done.
+    let cached: Vec<Job> = ctx
         .jobs
         .state()
         .iter()
@@ -142,13 +181,11 @@ async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Erro
         .filter(|job| job.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid))
         .map(|job| Job::clone(job))
         .collect();
+    let owned = ctx.own_writes().overlay(&uid, cached, Instant::now());
     let family = plan::children::Family::new(jobset);
-    let service_exists = if family.dns_hostnames() {
-        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-        services.get_opt(family.subdomain()).await.map_err(kube_err("get_service"))?.is_some()
-    } else {
-        false
-    };
+    // A Service of that name that no JobSet owns is not in the store: creating it then fails with AlreadyExists,
+    // which is ignored, so it is left alone either way.
+    let service_exists = ctx.services.get(&ObjectRef::new(family.subdomain()).within(&namespace)).is_some();
 
     // plan
     let plan = plan::plan(Input { jobset, jobs: &owned, service_exists, now: Timestamp::now(), gates: ctx.gates })?;
@@ -164,9 +201,11 @@ async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Erro
         updated.status = Some(plan.status.clone());
         updated.metadata.managed_fields = None;
         let api: Api<JobSet> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.replace_status(&jobset.name_any(), &PostParams::default(), &updated)
+        let written = api
+            .replace_status(&jobset.name_any(), &PostParams::default(), &updated)
             .await
             .map_err(kube_err("update_status"))?;
+        ctx.own_writes().status_written(written, Instant::now());
         if let Some(finish) = plan.finished {
             let labels = JobSetLabels { jobset_name: jobset.name_any(), namespace: namespace.clone() };
             match finish {
@@ -210,13 +249,22 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     match action {
         Action::DeleteJobs(names) => {
+            let jobset_uid = jobset.uid().unwrap_or_default();
             futures::stream::iter(names.clone().into_iter().map(|name| {
                 let jobs = jobs.clone();
+                let jobset_uid = jobset_uid.clone();
                 async move {
-                    match jobs.delete(&name, &foreground()).await {
-                        Err(err) if !is_status(&err, 404) => Err(kube_err("delete_job")(err)),
-                        _ => Ok(()),
-                    }
+                    // Foreground: the Job stays, terminating, until its pods are gone; else it was removed at once.
+                    let terminating = match jobs.delete(&name, &foreground()).await {
+                        Ok(result) => result.left(),
+                        Err(err) if is_status(&err, 404) => return Ok(()),
+                        Err(err) => return Err(kube_err("delete_job")(err)),
+                    };
+                    let (uid, deletion) =
+                        terminating.map_or((None, None), |j| (j.uid(), j.metadata.deletion_timestamp));
+                    let deletion = deletion.unwrap_or_else(|| Time(Timestamp::now()));
+                    ctx.own_writes().deleted(&jobset_uid, &name, uid, deletion, Instant::now());
+                    Ok(())
                 }
             }))
             .buffer_unordered(MAX_PARALLEL_WRITES)
@@ -269,7 +317,10 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
                             job.name_any(),
                             api_message(&err)
                         )),
-                        Ok(_) => None,
+                        Ok(created) => {
+                            ctx.own_writes().created(&uid, created, Instant::now());
+                            None
+                        }
                     }
                 }
             }))
@@ -290,8 +341,9 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
             }
         }
         Action::ResumeJob { job, clear_start_time } => {
-            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass. Our own
-            // status write is not concurrent: the update carries the resourceVersion it returned.
+            // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass. Clearing
+            // the start time just before is our own change, not a concurrent one: the update carries the
+            // resourceVersion it returned.
             let mut job = job.clone();
             if *clear_start_time {
                 let patch = Patch::Merge(json!({"status": {"startTime": null}}));

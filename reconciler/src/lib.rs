@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod metrics;
+pub mod own_writes;
 pub mod plan;
 
 pub use plan::{Action, Event, EventType, FeatureGates, Input, Plan, PlanError, plan};

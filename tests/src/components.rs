@@ -215,8 +215,10 @@ impl Drop for InProcessAdmission {
 /// Overrides the `muster-reconciler` binary [`ReconcilerProcess::binary`] would build.
 pub const RECONCILER_BIN_ENV: &str = "MUSTER_RECONCILER_BIN";
 
-/// The `muster-reconciler` binary as its own process against a [`TestCluster`], with its admin endpoints on free
-/// loopback ports. It dies with the test binary; dropping it stops it (SIGTERM, then SIGKILL).
+/// A JobSet controller binary as its own process against a [`TestCluster`], with its admin endpoints on free
+/// loopback ports: `muster-reconciler`, or any binary that takes upstream's `--metrics-bind-address` and
+/// `--health-probe-bind-address` (the benchmark runs upstream's controller this way). It dies with the test binary;
+/// dropping it stops it (SIGTERM, then SIGKILL).
 pub struct ReconcilerProcess {
     process: Process,
     metrics_port: u16,
