@@ -383,7 +383,7 @@ impl Admission {
             let waited = now.duration_since(admitted.arrival).unwrap_or_default();
             report.admitted.push((admitted.queue, waited));
         }
-        self.refresh_queued(&mut report);
+        self.refresh_queued();
         self.emit_writes(&mut report);
         report
     }
@@ -560,7 +560,7 @@ impl Admission {
     }
 
     /// Positions and reasons of queued gangs; explanations within the budget, heads first.
-    fn refresh_queued(&mut self, _report: &mut TickReport) {
+    fn refresh_queued(&mut self) {
         let generation = self.model.generation();
         let mut budget = self.settings.explain_budget;
         let names: Vec<String> = self.queues.queue_names().map(str::to_owned).collect();
