@@ -73,6 +73,21 @@ impl ClusterConfig {
         }
     }
 
+    /// [`Self::full`] with Muster's CRDs (JobSet, Gang, GPUNode) and a KWOK node per name, each with 8 GPUs,
+    /// 64 CPUs and 512 GiB: the cluster the gang tests run on.
+    pub fn gpu_fleet(nodes: &[&str]) -> Self {
+        let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller/crds");
+        let mut config = Self::full().crds([
+            crds.join("jobset.x-k8s.io_jobsets.yaml"),
+            crds.join("muster.dev_gangs.yaml"),
+            crds.join("muster.dev_gpunodes.yaml"),
+        ]);
+        for node in nodes {
+            config = config.node(FakeNode::new(*node).gpus(8).cpu("64").memory("512Gi"));
+        }
+        config
+    }
+
     pub fn crd(mut self, path: impl Into<PathBuf>) -> Self {
         self.crds.push(path.into());
         self

@@ -7,7 +7,6 @@
 //! Run: `cargo test -p muster-tests --test gang_admission` (after `tests/build-control-plane.sh`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -23,25 +22,13 @@ use muster_api::gpunode::GPUNode;
 use muster_api::keys;
 use muster_reconciler::plan::FeatureGates;
 use muster_tests::{
-    ClusterConfig, FakeNode, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually,
-    publish_gpu_node,
+    ClusterConfig, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually, publish_gpu_node,
 };
 use serde_json::{Value, json};
 
 const NODES: [&str; 3] = ["gpu-0", "gpu-1", "gpu-2"];
 
-static CLUSTER: SharedCluster = SharedCluster::new(|| {
-    let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller/crds");
-    let mut config = ClusterConfig::full().crds([
-        crds.join("jobset.x-k8s.io_jobsets.yaml"),
-        crds.join("muster.dev_gangs.yaml"),
-        crds.join("muster.dev_gpunodes.yaml"),
-    ]);
-    for node in NODES {
-        config = config.node(FakeNode::new(node).gpus(8).cpu("64").memory("512Gi"));
-    }
-    config
-});
+static CLUSTER: SharedCluster = SharedCluster::new(|| ClusterConfig::gpu_fleet(&NODES));
 
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -13,7 +13,7 @@
 //! Run: `cargo test -p muster-tests --test plugin` (after `tests/build-control-plane.sh`).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser as _;
@@ -27,25 +27,14 @@ use muster_admission::plugin::{self, Cli, EXIT_DOES_NOT_FIT, Outcome, PluginErro
 use muster_api::JobSet;
 use muster_api::gang::{Gang, GangPhase, GangStatus, SlotPlacement};
 use muster_tests::{
-    ClusterConfig, FakeNode, InProcessAdmission, Profile, SharedCluster, TestCluster, TestNamespace, eventually,
+    ClusterConfig, InProcessAdmission, Profile, SharedCluster, TestCluster, TestNamespace, eventually,
     publish_gpu_node, workspace_binary,
 };
 use serde_json::{Value, json};
 
 const NODES: [&str; 3] = ["gpu-0", "gpu-1", "gpu-2"];
 
-static CLUSTER: SharedCluster = SharedCluster::new(|| {
-    let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller/crds");
-    let mut config = ClusterConfig::full().crds([
-        crds.join("jobset.x-k8s.io_jobsets.yaml"),
-        crds.join("muster.dev_gangs.yaml"),
-        crds.join("muster.dev_gpunodes.yaml"),
-    ]);
-    for node in NODES {
-        config = config.node(FakeNode::new(node).gpus(8).cpu("64").memory("512Gi"));
-    }
-    config
-});
+static CLUSTER: SharedCluster = SharedCluster::new(|| ClusterConfig::gpu_fleet(&NODES));
 
 const WAIT: Duration = Duration::from_secs(90);
 
