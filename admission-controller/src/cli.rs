@@ -355,30 +355,7 @@ async fn lead_and_admit(
 
 async fn serve_metrics(addr: SocketAddr, registry: Arc<Registry>) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(RunError::Metrics)?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = Arc::clone(&registry);
-            async move {
-                let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => (
-                        axum::http::StatusCode::OK,
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    ),
-                    Err(_) => (
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
-                        String::new(),
-                    ),
-                }
-            }
-        }),
-    );
+    let app = crate::extender::http::metrics_router(registry);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");

@@ -292,13 +292,15 @@ impl Admission {
 
     pub fn pod_applied(&mut self, pod: &Pod) {
         let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else { return };
-        match objects::pod_info(pod) {
+        let info = objects::pod_info(pod);
+        let holds_node = info.is_some();
+        match info {
             Some(info) => self.model.apply_pod(info),
             None => self.model.delete_pod(ns, name),
         }
         if let Some(gang) = objects::pod_gang(pod) {
             let ready = self.ready.entry(gang).or_default();
-            if objects::pod_ready(pod) && objects::pod_info(pod).is_some() {
+            if holds_node && objects::pod_ready(pod) {
                 ready.insert(name.to_owned());
             } else {
                 ready.remove(name);

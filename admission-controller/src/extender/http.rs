@@ -168,24 +168,29 @@ pub fn ops_router(cache: Arc<Cache>, registry: Arc<Registry>) -> Router {
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move {
-                    let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => (
-                            StatusCode::OK,
-                            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                            text,
-                        )
-                            .into_response(),
-                        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                    }
+        .merge(metrics_router(registry))
+}
+
+/// `GET /metrics` in the OpenMetrics text format: one handler for every Muster server in this crate.
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
-            }),
-        )
+            }
+        }),
+    )
 }
 
 const NOT_SYNCED: &str = "the Muster extender has not finished its initial lists yet";
