@@ -110,6 +110,10 @@ pub struct GangStatus {
     /// Every pod slot's node; written before the JobSet is released, and the truth after a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<SlotPlacement>,
+    /// While it waits at the head of its queue past the queue's head-hold time: the nodes held for it, by name. No
+    /// other gang is placed there, so their GPUs gather for this one as running work finishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_nodes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -316,6 +316,59 @@ async fn simulate_predicts_the_placement_admission_then_makes() {
     ns.delete(WAIT).await.expect("cleanup");
 }
 
+#[tokio::test]
+async fn nodes_held_for_the_queue_head_show_in_nodes_and_keep_a_simulated_gang_out_as_admission_does() {
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("plugin-holds").await.expect("namespace");
+    let client = ns.client();
+    fleet(&client).await;
+    let mut hold_at_once = settings();
+    hold_at_once.default_queue.head_hold_after = Duration::ZERO;
+    let _admission = InProcessAdmission::start(client.clone(), hold_at_once).await.expect("admission");
+    let pp = PostParams::default();
+    ns.api::<JobSet>().create(&pp, &jobset(&gang_yaml("busy", 1, 8, "120s"))).await.expect("busy");
+    let busy = eventually("busy admitted", WAIT, || gang_in(&ns, "busy", &[GangPhase::Admitted]))
+        .await
+        .expect("busy admitted");
+    // big needs both nodes with 8 healthy GPUs; one is busy, so big waits at the head with both held for it.
+    ns.api::<JobSet>().create(&pp, &jobset(&gang_yaml("big", 2, 8, "1s"))).await.expect("big");
+    let big = eventually("big holds nodes", WAIT, || async {
+        let s = pending_with_reason(&ns, "big").await?;
+        if s.held_nodes.is_empty() { Err("nothing held yet".to_owned()) } else { Ok(s) }
+    })
+    .await
+    .expect("big holds nodes");
+    let held: BTreeSet<String> = big.held_nodes.iter().cloned().collect();
+    assert_eq!(held, BTreeSet::from(["gpu-0".to_owned(), "gpu-2".to_owned()]));
+    assert!(nodes_of(&busy.placement).is_subset(&held), "the busy node is held too: its GPUs go to big next");
+    let (n, big_key) = (ns.name(), format!("{}/big", ns.name()));
+
+    let (nodes, _) = muster_json(&cluster, &["nodes"]).await;
+    for node in &held {
+        assert_eq!(row(&nodes["nodes"], "node", node)["heldFor"], big_key.as_str());
+    }
+    assert!(row(&nodes["nodes"], "node", "gpu-1").get("heldFor").is_none());
+    let (table, _) = muster(&cluster, &["nodes"]).await.expect("nodes table");
+    assert!(table.lines().any(|l| l.starts_with("gpu-0 ") && l.contains(&format!("held for {big_key}"))), "{table}");
+
+    // One more 8-GPU pod: the free node is held, so it does not fit now, and the plugin says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = dir.path().join("one.yaml");
+    std::fs::write(&one, gang_yaml("one", 1, 8, "1s")).expect("manifest");
+    let (sim, outcome) = muster_json(&cluster, &["simulate", "-f", &one.display().to_string(), "-n", n]).await;
+    assert_eq!(outcome, Outcome::DoesNotFit);
+    assert_eq!(sim["fit"]["verdict"], "doesNotFitNow", "{sim}");
+    let causes = &sim["fit"]["explanation"]["podSets"][0]["causes"];
+    assert_eq!(row(causes, "cause", "held_for_head")["gang"], big_key.as_str(), "{causes}");
+    // Admission agrees: submitted, it waits behind big's hold.
+    ns.api::<JobSet>().create(&pp, &jobset(&gang_yaml("one", 1, 8, "1s"))).await.expect("one");
+    let waiting = eventually("one pending", WAIT, || pending_with_reason(&ns, "one")).await.expect("one pending");
+    assert!(waiting.reason.as_deref().is_some_and(|r| r.contains(&format!("held for {big_key}"))), "{waiting:?}");
+    let (x, _) = muster_json(&cluster, &["explain", "one", "-n", n]).await;
+    assert_eq!(x["fit"]["verdict"], "doesNotFitNow", "{x}");
+    ns.delete(WAIT).await.expect("cleanup");
+}
+
 /// Overrides the `kubectl-muster` binary the binary test builds.
 const PLUGIN_BIN_ENV: &str = "MUSTER_KUBECTL_MUSTER_BIN";
 

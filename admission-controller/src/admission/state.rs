@@ -377,6 +377,7 @@ impl Admission {
                 queue_position: None,
                 reason: Some(format!("admitted: {slots} pods placed on {} nodes", nodes.len())),
                 placement: admitted.placement.slots,
+                held_nodes: Vec::new(),
                 admitted_at: Some(time(now)),
                 running_at: None,
                 finished_at: None,
@@ -566,6 +567,14 @@ impl Admission {
         let generation = self.model.generation();
         let mut budget = self.settings.explain_budget;
         let names: Vec<String> = self.queues.queue_names().map(str::to_owned).collect();
+        // Held nodes are published on the head's status, so the plugin and the extender can see them too.
+        let mut held: BTreeMap<&GangKey, Vec<String>> = BTreeMap::new();
+        for (node, gang) in self.queues.held_nodes() {
+            held.entry(gang).or_default().push(node.to_owned());
+        }
+        for (key, t) in &mut self.gangs {
+            t.desired.held_nodes = held.remove(key).unwrap_or_default();
+        }
         let orders: Vec<Vec<GangKey>> = names.iter().map(|q| self.queues.order(q)).collect();
         let longest = orders.iter().map(Vec::len).max().unwrap_or(0);
         // Round-robin over queues by position, so every queue's head is explained before anyone's tail.
@@ -838,6 +847,32 @@ mod tests {
         ));
         let r = a.tick(at(4));
         assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Finished), ("ml/second".into(), GangPhase::Admitted)]);
+    }
+
+    #[test]
+    fn the_head_publishes_the_nodes_held_for_it_until_it_is_admitted() {
+        let mut a = admission(2, &[jobset("first", 8, 1, json!({})), jobset("second", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        let second = GangKey::new("ml", "second");
+        assert!(a.stored(&second).expect("second").held_nodes.is_empty(), "nothing held before the hold time");
+        // Default hold time 60 s: from then on both nodes are held for the head, the busy one included.
+        let r = a.tick(at(70));
+        store_all(&mut a, &r);
+        assert_eq!(a.stored(&second).expect("second").held_nodes, ["gpu-0", "gpu-1"]);
+        assert!(a.stored(&GangKey::new("ml", "first")).expect("first").held_nodes.is_empty());
+        a.jobset_applied(&jobset(
+            "first",
+            8,
+            1,
+            json!({"status": {"conditions": [{"type": "Completed", "status": "True", "reason": "AllJobsCompleted",
+                "message": "jobset completed successfully", "lastTransitionTime": "2027-01-01T00:00:00Z"}]}}),
+        ));
+        let r = a.tick(at(71));
+        store_all(&mut a, &r);
+        let stored = a.stored(&second).expect("second");
+        assert_eq!(stored.phase, GangPhase::Admitted);
+        assert!(stored.held_nodes.is_empty(), "an admitted gang holds its placement, not a hold");
     }
 
     #[test]

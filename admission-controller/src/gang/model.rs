@@ -456,6 +456,11 @@ impl ClusterModel {
         self.ids.get(name).copied()
     }
 
+    /// The ids of the named nodes the model knows; unknown names are left out.
+    pub fn node_set<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> NodeSet {
+        names.into_iter().filter_map(|n| self.id(n)).collect()
+    }
+
     pub fn slot(&self, id: NodeId) -> Option<&Slot> {
         self.slots.get(id).and_then(Option::as_ref)
     }

@@ -320,7 +320,7 @@ impl Queues {
             .values()
             .filter_map(|q| q.hold.as_ref())
             .filter(|h| h.gang != *key)
-            .map(|h| (h.gang.clone(), node_set(model, &h.nodes)))
+            .map(|h| (h.gang.clone(), model.node_set(&h.nodes)))
             .collect();
         let holds: Vec<(&GangKey, &NodeSet)> = holds.iter().map(|(g, s)| (g, s)).collect();
         Some(explain(model, &e.demand, Basis::Now, &holds))
@@ -338,7 +338,7 @@ impl Queues {
         let mut holds: BTreeMap<String, NodeSet> = self
             .queues
             .iter()
-            .filter_map(|(n, q)| Some((n.clone(), node_set(model, &q.hold.as_ref()?.nodes))))
+            .filter_map(|(n, q)| Some((n.clone(), model.node_set(&q.hold.as_ref()?.nodes))))
             .collect();
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for name in names {
@@ -427,7 +427,7 @@ impl Queues {
                     if waited >= queue.config.head_hold_after {
                         let previous = queue.hold.as_ref().filter(|h| h.gang == key);
                         if let Some(h) = hold_for(model, &entry.demand, previous, &excluded, now) {
-                            excluded.union_with(&node_set(model, &h.nodes));
+                            excluded.union_with(&model.node_set(&h.nodes));
                             new_hold = Some(h);
                             held = true;
                         }
@@ -442,7 +442,7 @@ impl Queues {
             }
             match &new_hold {
                 Some(h) => {
-                    holds.insert(name.clone(), node_set(model, &h.nodes));
+                    holds.insert(name.clone(), model.node_set(&h.nodes));
                     report.holds.insert(name.clone(), h.clone());
                 }
                 None => {
@@ -503,7 +503,7 @@ fn hold_for(
 ) -> Option<Hold> {
     let restrict = Restrict { excluded: Some(excluded), only: None };
     if let Some(prev) = previous {
-        let only = node_set(model, &prev.nodes);
+        let only = model.node_set(&prev.nodes);
         let on_prev = Restrict { only: Some(&only), ..restrict };
         if place_on_empty(model, gang, EmptyBasis::KeepForeignPods, on_prev).is_ok() {
             return Some(prev.clone());
@@ -513,10 +513,6 @@ fn hold_for(
     // them would keep its nodes from everybody for good.
     let placement = place_on_empty(model, gang, EmptyBasis::KeepForeignPods, restrict).ok()?;
     Some(Hold { gang: gang.key.clone(), nodes: placement.per_node.into_keys().collect(), since: now })
-}
-
-fn node_set(model: &ClusterModel, names: &BTreeSet<String>) -> NodeSet {
-    names.iter().filter_map(|n| model.id(n)).collect()
 }
 
 #[cfg(test)]

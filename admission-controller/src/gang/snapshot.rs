@@ -68,6 +68,27 @@ pub fn recorded_reservation(gang: &Gang) -> Result<Option<Reservation>, Snapshot
     Ok(Some((key, per_node)))
 }
 
+/// Nodes held for the heads of queues, as their Gangs' statuses publish them: node name → the gang it is held for.
+pub type HeldNodes = BTreeMap<String, GangKey>;
+
+/// The holds of waiting gangs (`status.heldNodes`); admission clears them once a gang stops waiting.
+pub fn recorded_holds(gangs: &[Gang]) -> HeldNodes {
+    let mut held = HeldNodes::new();
+    for gang in gangs {
+        let (Some(name), Some(namespace)) = (gang.metadata.name.as_deref(), gang.metadata.namespace.as_deref()) else {
+            continue;
+        };
+        let Some(status) = gang.status.as_ref().filter(|s| matches!(s.phase, GangPhase::Pending | GangPhase::Requeued))
+        else {
+            continue;
+        };
+        for node in &status.held_nodes {
+            held.insert(node.clone(), GangKey::new(namespace, name));
+        }
+    }
+    held
+}
+
 /// The model of the snapshot at `now` (heartbeats are judged against it), and what had to be left out.
 pub fn build_model(
     config: ModelConfig,
@@ -223,5 +244,25 @@ mod tests {
         assert_eq!(issues[2], SnapshotIssue::NoPlacement(GangKey::new("ml", "z")));
         assert!(issues[1].to_string().contains("not counted"), "{}", issues[1]);
         assert_eq!(m.slot_by_name("gpu-0").map(|s| s.free.gpus), Some(0), "the readable one still counts");
+    }
+
+    #[test]
+    fn only_waiting_gangs_hold_nodes() {
+        let with_hold = |name: &str, phase: &str, nodes: &[&str]| {
+            let mut g = gang(name, phase, &[]);
+            if let Some(s) = g.status.as_mut() {
+                s.held_nodes = nodes.iter().map(|n| (*n).to_owned()).collect();
+            }
+            g
+        };
+        let gangs = [
+            with_hold("head", "Pending", &["gpu-0", "gpu-1"]),
+            with_hold("other-queue-head", "Requeued", &["gpu-2"]),
+            // Stale: a gang that stopped waiting holds nothing, whatever its status still says.
+            with_hold("admitted", "Admitted", &["gpu-3"]),
+        ];
+        let held = recorded_holds(&gangs);
+        let held: Vec<(&str, &str)> = held.iter().map(|(n, g)| (n.as_str(), g.as_str())).collect();
+        assert_eq!(held, [("gpu-0", "ml/head"), ("gpu-1", "ml/head"), ("gpu-2", "ml/other-queue-head")]);
     }
 }

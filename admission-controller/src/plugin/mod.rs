@@ -6,9 +6,9 @@
 //! - `nodes`: GPUs per node: total, healthy, allocated, reserved, free.
 //!
 //! The answers come from the admission engine itself ([`crate::gang`]) run on a model of the live cluster built by
-//! [`crate::gang::snapshot`], so they say what admission would decide, not an approximation of it. What the plugin
-//! cannot see: the nodes admission holds for a queue's head gang (kept in the controller's memory), and the order
-//! of the gangs still to be tried in a pass; both are named where they matter.
+//! [`crate::gang::snapshot`], so they say what admission would decide, not an approximation of it; the nodes held
+//! for queue heads come from the heads' `status.heldNodes`. What the plugin cannot see: the order of the gangs still
+//! to be tried in a pass across queues; it is named where it matters.
 //!
 //! [`run`] is the whole program apart from the process exit code; the binary (`src/bin/kubectl-muster.rs`) only
 //! parses arguments and maps the result to the exit status.
@@ -28,7 +28,7 @@ use crate::gang::GangKey;
 use crate::gang::demand::GangDemand;
 use crate::gang::model::ModelConfig;
 use crate::gang::objects::{gang_spec, is_gang_managed};
-use crate::gang::snapshot::{Snapshot, build_model};
+use crate::gang::snapshot::{Snapshot, build_model, recorded_holds};
 use crate::webhook::jobset::decode_jobset;
 use crate::webhook::jobset::defaults::default_jobset;
 
@@ -170,7 +170,7 @@ pub async fn run(cli: &Cli) -> Result<(String, Outcome), PluginError> {
         Command::Nodes { all } => {
             let objects = open().await?.snapshot().await?;
             let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
-            let report = report::nodes_report(&model, now, *all, &issues);
+            let report = report::nodes_report(&model, &recorded_holds(&objects.gangs), now, *all, &issues);
             Ok((render::emit(&report, g.output)?, Outcome::Done))
         }
         Command::Explain { jobset } => explain(g, &open().await?, jobset, now).await,
@@ -208,7 +208,7 @@ async fn explain(
         None => return Err(PluginError::NotAGang(key.to_string(), not_a_gang_reason(&js))),
     };
     let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
-    let report = report::explain_report(&model, &key, gang, &demand, now, &issues);
+    let report = report::explain_report(&model, &recorded_holds(&objects.gangs), &key, gang, &demand, now, &issues);
     Ok((render::emit(&report, g.output)?, Outcome::Done))
 }
 
@@ -241,7 +241,8 @@ async fn simulate(
     let spec = gang_spec(&js, |pc| priority_classes.get(pc).copied()).map_err(|e| bad(e.to_string()))?;
     let demand = GangDemand::from_spec(key, &spec).map_err(|e| bad(e.to_string()))?;
     let (model, issues) = build_model(g.model_config(), now, &objects.as_snapshot());
-    let report = report::simulate_report(&model, &demand, &objects.gangs, &issues, now);
+    let report =
+        report::simulate_report(&model, &recorded_holds(&objects.gangs), &demand, &objects.gangs, &issues, now);
     let outcome = if report.fit.verdict == report::Verdict::FitsNow { Outcome::Done } else { Outcome::DoesNotFit };
     Ok((render::emit(&report, g.output)?, outcome))
 }

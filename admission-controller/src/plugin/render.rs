@@ -6,7 +6,7 @@ use muster_api::gang::SlotPlacement;
 use serde::Serialize;
 
 use super::report::{
-    AgentState, ExplainReport, Fit, GangGpus, NodeFit, NodeGpus, NodesReport, PodSetNodes, QueueReport, SimulateReport,
+    AgentState, ExplainReport, Fit, NodeFit, NodeGpus, NodesReport, PodSetNodes, QueueReport, SimulateReport,
     UnhealthyGpu, Verdict,
 };
 use super::{Output, PluginError};
@@ -99,9 +99,10 @@ fn agent_text(agent: &AgentState) -> String {
     }
 }
 
-/// GPUs per gang on a node: `ml/a:8,ml/b:2`.
-fn gangs_text(gangs: &[GangGpus]) -> String {
-    or_dash(gangs.iter().map(|g| format!("{}:{}", g.gang, g.reserved.max(g.bound))).collect::<Vec<_>>().join(","))
+/// GPUs per gang on a node, and the queue head it is held for: `ml/a:8,ml/b:2,held for ml/c`.
+fn gangs_text(node: &NodeGpus) -> String {
+    let gangs = node.gangs.iter().map(|g| format!("{}:{}", g.gang, g.reserved.max(g.bound)));
+    or_dash(gangs.chain(node.held_for.iter().map(|g| format!("held for {g}"))).collect::<Vec<_>>().join(","))
 }
 
 /// Unhealthy GPUs with their XIDs: `3:XID 79,5:ECC`.
@@ -190,7 +191,7 @@ impl Human for NodesReport {
                         Some(false) => "down".to_owned(),
                         None => "-".to_owned(),
                     },
-                    gangs_text(&n.gangs),
+                    gangs_text(n),
                     unhealthy_text(&n.unhealthy),
                 ]);
             }
@@ -272,7 +273,7 @@ fn pod_set_tables(out: &mut String, pod_sets: &[PodSetNodes]) {
                 n.healthy.to_string(),
                 n.free.to_string(),
                 pods_fit.to_string(),
-                gangs_text(&n.gangs),
+                gangs_text(n),
                 unhealthy_text(&n.unhealthy),
             ]);
         }
@@ -347,7 +348,7 @@ impl Human for SimulateReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::report::{CauseView, ExplanationView, GangSummary, QueueEntry, ShortfallView};
+    use crate::plugin::report::{CauseView, ExplanationView, GangGpus, GangSummary, QueueEntry, ShortfallView};
     use muster_api::gang::GangPhase;
     use serde_json::{Value, json};
 
@@ -392,6 +393,7 @@ mod tests {
             reserved: 4,
             free: 1,
             gangs: vec![GangGpus { gang: "ml/a".into(), reserved: 4, bound: 2 }],
+            held_for: Some("ml/head".into()),
             unhealthy: vec![UnhealthyGpu { index: 3, xid: Some(79), reason: Some("XID 79".into()) }],
             heartbeat_age_seconds: Some(95),
             nvml: Some(true),
@@ -418,7 +420,7 @@ mod tests {
                 "1",
                 "95s",
                 "up",
-                "ml/a:4",
+                "ml/a:4,held for ml/head",
                 "3:XID 79"
             ]
         );
@@ -429,6 +431,7 @@ mod tests {
         assert_eq!(json["nodes"][0]["unhealthy"], json!([{"index": 3, "xid": 79, "reason": "XID 79"}]));
         assert_eq!(json["nodes"][0]["gangs"], json!([{"gang": "ml/a", "reserved": 4, "bound": 2}]));
         assert_eq!(json["nodes"][0]["heartbeatAgeSeconds"], 95);
+        assert_eq!(json["nodes"][0]["heldFor"], "ml/head");
         let yaml: Value = serde_saphyr::from_str(&emit(&report, Output::Yaml).expect("yaml")).expect("parses");
         assert_eq!(yaml, json, "YAML carries the same fields as JSON");
         let empty = NodesReport { nodes: vec![], warnings: vec![] };

@@ -11,8 +11,9 @@ use crate::gang::GangKey;
 use crate::gang::demand::{GangDemand, PodSetDemand};
 use crate::gang::explain::{Basis, Cause, Explanation, explain};
 use crate::gang::model::{ClusterModel, Distrust, Ineligible, Slot, node_admits};
+use crate::gang::nodeset::NodeSet;
 use crate::gang::placement::{EmptyBasis, Restrict, place, place_on_empty};
-use crate::gang::snapshot::SnapshotIssue;
+use crate::gang::snapshot::{HeldNodes, SnapshotIssue};
 
 fn seconds_since(now: SystemTime, t: &Time) -> u64 {
     now.duration_since(SystemTime::from(t.0)).map_or(0, |d| d.as_secs())
@@ -163,6 +164,9 @@ pub struct NodeGpus {
     /// What admission may still place: trusted healthy GPUs minus pods of no gang minus what gangs hold.
     pub free: u32,
     pub gangs: Vec<GangGpus>,
+    /// The queue head this node is held for: admission places no other gang here until that one is admitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_for: Option<String>,
     pub unhealthy: Vec<UnhealthyGpu>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_age_seconds: Option<u64>,
@@ -173,7 +177,7 @@ pub struct NodeGpus {
 
 impl NodeGpus {
     /// `None` for a name the model knows only from pods or a GPUNode, without its Node.
-    pub fn of(slot: &Slot, now: SystemTime) -> Option<Self> {
+    pub fn of(slot: &Slot, now: SystemTime, held: &HeldNodes) -> Option<Self> {
         let node = slot.node.as_ref()?;
         let report = slot.gpu.as_ref();
         let gangs: Vec<GangGpus> = slot
@@ -199,6 +203,7 @@ impl NodeGpus {
                 .map(|u| UnhealthyGpu { index: u.index, xid: u.xid, reason: u.reason.clone() })
                 .collect(),
             gangs,
+            held_for: held.get(&node.name).map(ToString::to_string),
             heartbeat_age_seconds: report
                 .and_then(|r| r.heartbeat)
                 .map(|hb| now.duration_since(hb).map_or(0, |d| d.as_secs())),
@@ -222,13 +227,19 @@ pub struct NodesReport {
 }
 
 /// Every node with GPUs (a GPUNode, or `nvidia.com/gpu` allocatable), or every node with `all`.
-pub fn nodes_report(model: &ClusterModel, now: SystemTime, all: bool, issues: &[SnapshotIssue]) -> NodesReport {
+pub fn nodes_report(
+    model: &ClusterModel,
+    held: &HeldNodes,
+    now: SystemTime,
+    all: bool,
+    issues: &[SnapshotIssue],
+) -> NodesReport {
     let mut nodes: Vec<NodeGpus> = model
         .nodes()
         .iter()
         .filter_map(|id| model.slot(id))
         .filter(|slot| all || has_gpus(slot))
-        .filter_map(|slot| NodeGpus::of(slot, now))
+        .filter_map(|slot| NodeGpus::of(slot, now, held))
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     NodesReport { nodes, warnings: issues.iter().map(ToString::to_string).collect() }
@@ -357,10 +368,29 @@ fn distinct_nodes(slots: &[SlotPlacement]) -> Vec<&str> {
     nodes
 }
 
-/// The admission engine's answer for a gang that holds nothing: placed on the free room now (what a queue pass
-/// does for a gang with no holds in its way), else why not, now or ever.
-pub fn check_fit(model: &ClusterModel, demand: &GangDemand) -> Fit {
-    match place(model, demand, Restrict::default()) {
+/// The holds of other gangs, per gang, as the admission engine takes them: nodes a gang may not be placed on.
+fn holds_against(model: &ClusterModel, held: &HeldNodes, me: &GangKey) -> Vec<(GangKey, NodeSet)> {
+    let mut per_gang: Vec<(GangKey, NodeSet)> = Vec::new();
+    for (node, gang) in held.iter().filter(|(_, g)| *g != me) {
+        let Some(id) = model.id(node) else { continue };
+        match per_gang.iter_mut().find(|(g, _)| g == gang) {
+            Some((_, set)) => set.insert(id),
+            None => per_gang.push((gang.clone(), std::iter::once(id).collect())),
+        }
+    }
+    per_gang
+}
+
+/// The admission engine's answer for a gang that holds nothing: placed on the free room outside the nodes held for
+/// other queue heads now (what a queue pass does), else why not, now or ever.
+pub fn check_fit(model: &ClusterModel, demand: &GangDemand, held: &HeldNodes) -> Fit {
+    let holds = holds_against(model, held, &demand.key);
+    let mut excluded = NodeSet::new();
+    for (_, nodes) in &holds {
+        excluded.union_with(nodes);
+    }
+    let restrict = Restrict { excluded: (!excluded.is_empty()).then_some(&excluded), only: None };
+    match place(model, demand, restrict) {
         Ok(placement) => {
             let nodes = distinct_nodes(&placement.slots);
             Fit {
@@ -381,7 +411,8 @@ pub fn check_fit(model: &ClusterModel, demand: &GangDemand) -> Fit {
             let ever = place_on_empty(model, demand, EmptyBasis::Everything, Restrict::default()).is_ok();
             let (verdict, basis) =
                 if ever { (Verdict::DoesNotFitNow, Basis::Now) } else { (Verdict::NeverFits, Basis::Empty) };
-            let why = explain(model, demand, basis, &[]);
+            let holds: Vec<(&GangKey, &NodeSet)> = holds.iter().map(|(g, n)| (g, n)).collect();
+            let why = explain(model, demand, basis, if ever { &holds } else { &[] });
             Fit { verdict, message: why.message.clone(), explanation: Some((&why).into()), placement: Vec::new() }
         }
     }
@@ -428,7 +459,7 @@ fn mismatch_text(why: &Ineligible, ps: &PodSetDemand) -> String {
 }
 
 /// Every node for every pod set of `demand`, by name.
-pub fn pod_set_nodes(model: &ClusterModel, demand: &GangDemand, now: SystemTime) -> Vec<PodSetNodes> {
+pub fn pod_set_nodes(model: &ClusterModel, held: &HeldNodes, demand: &GangDemand, now: SystemTime) -> Vec<PodSetNodes> {
     let mut slots: Vec<&Slot> = model.nodes().iter().filter_map(|id| model.slot(id)).collect();
     slots.sort_by(|a, b| a.name.cmp(&b.name));
     demand
@@ -439,7 +470,7 @@ pub fn pod_set_nodes(model: &ClusterModel, demand: &GangDemand, now: SystemTime)
             let nodes: Vec<NodeFit> = slots
                 .iter()
                 .filter_map(|slot| {
-                    let gpus = NodeGpus::of(slot, now)?;
+                    let gpus = NodeGpus::of(slot, now, held)?;
                     let admits = node_admits(slot, &ps.constraints);
                     let pods_fit = if admits.is_ok() { slot.free.how_many(&ps.per_pod).min(needed) } else { 0 };
                     Some(NodeFit {
@@ -501,6 +532,7 @@ pub struct ExplainReport {
 
 pub fn explain_report(
     model: &ClusterModel,
+    held: &HeldNodes,
     key: &GangKey,
     gang: Option<&Gang>,
     demand: &Result<GangDemand, String>,
@@ -547,12 +579,10 @@ pub fn explain_report(
             placement: Vec::new(),
         },
         (_, Ok(demand)) => {
-            let mut fit = check_fit(model, demand);
+            let mut fit = check_fit(model, demand, held);
             if fit.verdict == Verdict::FitsNow {
-                fit.message.push_str(
-                    "; admission places it on its next pass unless gangs ahead of it take the room first or the \
-                     nodes are held for the head of another queue",
-                );
+                fit.message
+                    .push_str("; admission places it on its next pass unless gangs ahead of it take the room first");
             }
             fit
         }
@@ -566,7 +596,7 @@ pub fn explain_report(
         gang: summary,
         pod_sets: match (&fit.verdict, demand) {
             (Verdict::Finished, _) | (_, Err(_)) => Vec::new(),
-            (_, Ok(demand)) => pod_set_nodes(model, demand, now),
+            (_, Ok(demand)) => pod_set_nodes(model, held, demand, now),
         },
         fit,
         warnings,
@@ -593,6 +623,7 @@ pub struct SimulateReport {
 
 pub fn simulate_report(
     model: &ClusterModel,
+    held: &HeldNodes,
     demand: &GangDemand,
     gangs: &[Gang],
     issues: &[SnapshotIssue],
@@ -615,9 +646,9 @@ pub fn simulate_report(
         queue: demand.queue.clone(),
         priority: demand.priority,
         gpus: demand.total_gpus(),
-        fit: check_fit(model, demand),
+        fit: check_fit(model, demand, held),
         queued_ahead: ahead.into_iter().map(|(_, g)| g).collect(),
-        pod_sets: pod_set_nodes(model, demand, now),
+        pod_sets: pod_set_nodes(model, held, demand, now),
         warnings: issues.iter().map(ToString::to_string).collect(),
     }
 }
@@ -689,7 +720,7 @@ mod tests {
     #[test]
     fn nodes_show_what_admission_counts() {
         let m = cluster();
-        let report = nodes_report(&m, T0, false, &[]);
+        let report = nodes_report(&m, &HeldNodes::new(), T0, false, &[]);
         let names: Vec<&str> = report.nodes.iter().map(|n| n.node.as_str()).collect();
         assert_eq!(names, ["gpu-0", "gpu-1", "gpu-2", "gpu-3"], "nodes without GPUs only with --all");
         let n = |name: &str| report.nodes.iter().find(|n| n.node == name).expect("node");
@@ -702,8 +733,12 @@ mod tests {
         assert_eq!((g2.healthy, g2.free), (8, 0), "healthy but untrusted: nothing free");
         assert_eq!(g2.heartbeat_age_seconds, Some(300));
         assert_eq!(g0.agent, AgentState::Ok);
-        assert_eq!(nodes_report(&m, T0, true, &[]).nodes.len(), 5);
-        let cpu = nodes_report(&m, T0, true, &[]).nodes.into_iter().find(|n| n.node == "cpu-0").expect("cpu-0");
+        assert_eq!(nodes_report(&m, &HeldNodes::new(), T0, true, &[]).nodes.len(), 5);
+        let cpu = nodes_report(&m, &HeldNodes::new(), T0, true, &[])
+            .nodes
+            .into_iter()
+            .find(|n| n.node == "cpu-0")
+            .expect("cpu-0");
         assert_eq!((cpu.agent, cpu.nvml, cpu.total), (AgentState::Missing, None, 0));
     }
 
@@ -712,14 +747,14 @@ mod tests {
         let m = cluster();
         let mut one = gang("ml/one", &[("w", 1, 1, 4)]);
         one.pod_sets[0].constraints = selector(&[("pool", "h100")]);
-        let fit = check_fit(&m, &one);
+        let fit = check_fit(&m, &one, &HeldNodes::new());
         assert_eq!(fit.verdict, Verdict::FitsNow);
         assert_eq!(fit.placement.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(), ["gpu-1"]);
         assert_eq!(fit.placement, place(&m, &one, Restrict::default()).expect("places").slots, "the same engine");
 
         let mut big = gang("ml/big", &[("w", 1, 1, 8)]);
         big.pod_sets[0].constraints = selector(&[("pool", "h100")]);
-        let fit = check_fit(&m, &big);
+        let fit = check_fit(&m, &big, &HeldNodes::new());
         assert_eq!(fit.verdict, Verdict::DoesNotFitNow);
         let why = fit.explanation.as_ref().expect("explained");
         assert_eq!(why.basis, "now");
@@ -730,9 +765,30 @@ mod tests {
         assert!(why.pod_sets[0].causes.iter().any(|c| c.gang.as_deref() == Some("ml/a")));
 
         let huge = gang("ml/huge", &[("w", 9, 1, 8)]);
-        let fit = check_fit(&m, &huge);
+        let fit = check_fit(&m, &huge, &HeldNodes::new());
         assert_eq!(fit.verdict, Verdict::NeverFits);
         assert_eq!(fit.explanation.map(|x| x.basis), Some("emptyCluster"));
+    }
+
+    #[test]
+    fn nodes_held_for_another_queue_head_are_not_offered_but_the_head_may_use_them() {
+        let m = cluster();
+        let held: HeldNodes = [("gpu-1".to_owned(), GangKey::new("ml", "head"))].into_iter().collect();
+        let mut one = gang("ml/one", &[("w", 1, 1, 4)]);
+        one.pod_sets[0].constraints = selector(&[("pool", "h100")]);
+        let fit = check_fit(&m, &one, &held);
+        assert_eq!(fit.verdict, Verdict::DoesNotFitNow, "gpu-1 is the only h100 node with room, and it is held");
+        assert!(fit.message.contains("held for ml/head"), "{}", fit.message);
+        let why = fit.explanation.as_ref().expect("explained");
+        assert!(
+            why.pod_sets[0].causes.iter().any(|c| c.cause == "held_for_head" && c.gang.as_deref() == Some("ml/head"))
+        );
+
+        let mut head = one.clone();
+        head.key = GangKey::new("ml", "head");
+        assert_eq!(check_fit(&m, &head, &held).verdict, Verdict::FitsNow, "its own hold does not keep it out");
+        let g1 = nodes_report(&m, &held, T0, false, &[]).nodes.into_iter().find(|n| n.node == "gpu-1").expect("gpu-1");
+        assert_eq!(g1.held_for.as_deref(), Some("ml/head"));
     }
 
     #[test]
@@ -740,7 +796,7 @@ mod tests {
         let m = cluster();
         let mut big = gang("ml/big", &[("w", 2, 1, 8)]);
         big.pod_sets[0].constraints = selector(&[("pool", "h100")]);
-        let sets = pod_set_nodes(&m, &big, T0);
+        let sets = pod_set_nodes(&m, &HeldNodes::new(), &big, T0);
         assert_eq!(sets.len(), 1);
         let ps = &sets[0];
         assert_eq!((ps.pods, ps.gpus_per_pod, ps.nodes_matching, ps.pods_fit), (2, 8, 3, 0));
@@ -750,7 +806,7 @@ mod tests {
         assert!(row("gpu-1").matches && row("gpu-1").pods_fit == 0);
         let mut small = gang("ml/small", &[("w", 4, 1, 2)]);
         small.pod_sets[0].constraints = selector(&[("pool", "a100")]);
-        let ps = &pod_set_nodes(&m, &small, T0)[0];
+        let ps = &pod_set_nodes(&m, &HeldNodes::new(), &small, T0)[0];
         assert_eq!((ps.nodes_matching, ps.pods_fit), (1, 4), "gpu-3 takes all four");
     }
 
@@ -762,14 +818,14 @@ mod tests {
             s.placement = vec![SlotPlacement { pod_set: "w".into(), job_index: 0, pod_index: 0, node: "gpu-0".into() }];
         }
         let demand = GangDemand::from_spec(GangKey::new("ml", "a"), &g.spec).map_err(|e| e.to_string());
-        let report = explain_report(&m, &GangKey::new("ml", "a"), Some(&g), &demand, T0, &[]);
+        let report = explain_report(&m, &HeldNodes::new(), &GangKey::new("ml", "a"), Some(&g), &demand, T0, &[]);
         assert_eq!(report.fit.verdict, Verdict::Admitted);
         assert_eq!(report.fit.message, "admitted: 1 pods placed on 1 node (gpu-0)");
         assert_eq!(report.gang.as_ref().map(|s| s.phase), Some(GangPhase::Running));
         assert!(report.warnings.is_empty());
 
         let unread: Result<GangDemand, String> = Err("pod set w: jobs is -1".into());
-        let report = explain_report(&m, &GangKey::new("ml", "x"), None, &unread, T0, &[]);
+        let report = explain_report(&m, &HeldNodes::new(), &GangKey::new("ml", "x"), None, &unread, T0, &[]);
         assert_eq!(report.fit.verdict, Verdict::Unreadable);
         assert!(report.pod_sets.is_empty());
         assert!(report.warnings.iter().any(|w| w.contains("no Gang ml/x yet")), "{:?}", report.warnings);
@@ -785,10 +841,13 @@ mod tests {
             gang_object("running", "default", "Running", None, "1970-01-01T00:00:00Z"),
         ];
         let mut demand = gang("ml/new", &[("w", 1, 1, 1)]);
-        let report = simulate_report(&m, &demand, &gangs, &[], T0);
+        let report = simulate_report(&m, &HeldNodes::new(), &demand, &gangs, &[], T0);
         assert_eq!(report.queued_ahead, ["ml/p1", "ml/p2"]);
         assert_eq!(report.fit.verdict, Verdict::FitsNow);
         demand.priority = 10;
-        assert!(simulate_report(&m, &demand, &gangs, &[], T0).queued_ahead.is_empty(), "a higher priority goes first");
+        assert!(
+            simulate_report(&m, &HeldNodes::new(), &demand, &gangs, &[], T0).queued_ahead.is_empty(),
+            "a higher priority goes first"
+        );
     }
 }
