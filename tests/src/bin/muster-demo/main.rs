@@ -1,6 +1,9 @@
 //! `muster-demo`: Muster's main job on one machine. Starts the local control plane (built from the Kubernetes
 //! Go modules) with simulated GPU nodes, runs Muster's components against it, applies the JobSets in
-//! `examples/` and shows their progress live until they finish.
+//! `examples/` and shows their progress live until they finish. With `--install`, does the same on the real
+//! cluster `$KUBECONFIG` points at, after installing Muster there (see [`install`]).
+
+mod install;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -49,6 +52,38 @@ struct Args {
     /// The mock libnvidia-ml (libmuster_mock_nvml.so) the agents load through nvml-wrapper.
     #[arg(long, requires = "gpu_agent")]
     mock_nvml: Option<PathBuf>,
+    /// Install Muster into the cluster $KUBECONFIG points at, instead of starting a local one, and run the
+    /// examples there (in --examples-namespace). Muster stays installed afterwards; --uninstall removes it.
+    #[arg(long, conflicts_with_all = ["nodes", "gpu_agent", "mock_nvml", "keep"])]
+    install: bool,
+    /// Remove the examples' namespace and what --install put into the cluster (the CRDs stay, and with them every
+    /// JobSet, unless --with-crds).
+    #[arg(long, conflicts_with = "install")]
+    uninstall: bool,
+    /// With --uninstall: remove the CRDs too, and so every JobSet, Gang and GPUNode in the cluster.
+    #[arg(long, requires = "uninstall")]
+    with_crds: bool,
+    /// Which install of deploy/ (--install, --uninstall).
+    #[arg(long, value_enum, default_value_t = install::Variant::Default)]
+    variant: install::Variant,
+    /// Registry of Muster's images, <registry>/muster-{admission,reconciler,gpu-agent}:<tag> (--install).
+    #[arg(long, default_value = install::MANIFEST_REGISTRY)]
+    registry: String,
+    /// Tag of Muster's images (--install).
+    #[arg(long, default_value = "latest")]
+    tag: String,
+    /// Namespace the examples run in on a real cluster (--install, --uninstall).
+    #[arg(long, default_value = "muster-examples")]
+    examples_namespace: String,
+    /// Install only; run no examples (--install).
+    #[arg(long, requires = "install")]
+    no_examples: bool,
+    /// Seconds to wait for Muster's pods to become ready (--install).
+    #[arg(long, default_value_t = 300)]
+    ready_timeout_seconds: u64,
+    /// Change the cluster without asking (--install, --uninstall).
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
 
 const GPU_PRODUCT: (&str, &str) = ("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3");
@@ -58,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if args.install || args.uninstall {
+        return on_a_real_cluster(&args, &repo).await;
+    }
 
     eprintln!(
         "==> starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) with {} GPU nodes",
@@ -123,16 +161,17 @@ async fn main() -> anyhow::Result<()> {
     );
 
     create_volumes(&client).await?;
-    let names = apply_examples(&client, &args.examples, &args.pod_duration).await?;
+    let docs = load_examples(&args.examples, Some(&args.pod_duration))?;
+    let names = apply_examples(&client, LOCAL_NAMESPACE, &docs).await?;
     eprintln!("==> applied {} JobSets from {}", names.len(), args.examples.display());
 
     let outcome = tokio::select! {
-        result = watch(&client, &names) => result,
+        result = watch(&client, LOCAL_NAMESPACE, &names) => result,
         _ = tokio::signal::ctrl_c() => Ok(false),
     };
     let finished = outcome?;
     print_summary(&cluster, finished);
-    let (on_plan, total) = pods_on_reserved_nodes(&client).await?;
+    let (on_plan, total) = pods_on_reserved_nodes(&client, LOCAL_NAMESPACE).await?;
     println!("{on_plan} of {total} gang pods ran on the node admission reserved for them");
     if args.keep && finished {
         eprintln!("(--keep) the cluster stays up; Ctrl-C to stop it");
@@ -144,6 +183,65 @@ async fn main() -> anyhow::Result<()> {
     extender_watches.abort();
     extender_server.shutdown().await;
     drop(cluster); // stops every process it started
+    Ok(())
+}
+
+/// Where the local demo runs the examples.
+const LOCAL_NAMESPACE: &str = "default";
+
+/// `--install` / `--uninstall`: the cluster `$KUBECONFIG` (or ~/.kube/config) points at.
+async fn on_a_real_cluster(args: &Args, repo: &Path) -> anyhow::Result<()> {
+    let config = kube::Config::infer().await.context("no usable kubeconfig (set KUBECONFIG)")?;
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config)?;
+    let repo = repo.canonicalize()?;
+    if args.uninstall {
+        let ns = &args.examples_namespace;
+        install::uninstall(&client, &server, &repo, args.variant, ns, args.with_crds, args.yes).await?;
+        println!("Muster is removed from {server}.");
+        return Ok(());
+    }
+    let docs = if args.no_examples { Vec::new() } else { load_examples(&args.examples, None)? };
+    let options = install::InstallOptions {
+        repo: &repo,
+        variant: args.variant,
+        registry: &args.registry,
+        tag: &args.tag,
+        examples: &docs,
+        yes: args.yes,
+        ready_timeout: Duration::from_secs(args.ready_timeout_seconds),
+    };
+    install::install(&client, &server, &options).await?;
+    let uninstall_hint = format!("scripts/demo.sh --uninstall --variant {:?}", args.variant).to_lowercase();
+    if args.no_examples {
+        println!("Muster is installed and ready. Remove it with: {uninstall_hint}");
+        return Ok(());
+    }
+    let ns = &args.examples_namespace;
+    install::examples_namespace(&client, ns).await?;
+    // The webhook may still be getting its certificate: the first applies can be refused for a little while.
+    let started = Instant::now();
+    let names = loop {
+        match apply_examples(&client, ns, &docs).await {
+            Ok(names) => break names,
+            Err(e) if started.elapsed() < Duration::from_secs(120) => {
+                eprintln!("    the API server refused the examples, retrying: {e:#}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(e.context("applying the examples (is the webhook reachable?)")),
+        }
+    };
+    eprintln!("==> applied {} JobSets into namespace {ns}", names.len());
+    let finished = tokio::select! {
+        result = watch(&client, ns, &names) => result?,
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    println!("\n{}", if finished { "All example JobSets finished." } else { "Stopped watching." });
+    let (on_plan, total) = pods_on_reserved_nodes(&client, ns).await?;
+    println!("{on_plan} of {total} gang pods ran on the node admission reserved for them");
+    println!("Muster stays installed. Look around with:");
+    println!("  kubectl get gangs -n {ns} -o wide; kubectl get gpunodes; kubectl muster queue");
+    println!("Remove the examples and Muster with: {uninstall_hint}");
     Ok(())
 }
 
@@ -242,36 +340,49 @@ async fn create_volumes(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies every example (server-side apply, as `kubectl apply --server-side` would), with a pod run time so the
-/// simulated pods finish.
-async fn apply_examples(client: &Client, dir: &Path, duration: &str) -> anyhow::Result<Vec<String>> {
-    let jobsets: Api<JobSet> = Api::namespaced(client.clone(), "default");
-    let mut names = Vec::new();
+/// The example JobSets of every YAML file in `dir`; with a run time for the simulated pods of the local cluster
+/// (KWOK finishes a pod after its `muster.dev/test-duration`).
+fn load_examples(dir: &Path, duration: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut docs = Vec::new();
     for file in yaml_files_in(dir)? {
         for mut doc in muster_tests::load_yaml_documents(&file)? {
+            if doc["kind"] != "JobSet" || !doc["metadata"]["name"].is_string() {
+                anyhow::bail!("{}: every document must be a JobSet with a name", file.display());
+            }
             for rjob in doc["spec"]["replicatedJobs"].as_array_mut().into_iter().flatten() {
+                let Some(duration) = duration else { break };
                 let meta = &mut rjob["template"]["spec"]["template"]["metadata"];
                 if meta.is_null() {
                     *meta = json!({});
                 }
                 meta["annotations"]["muster.dev/test-duration"] = json!(duration);
             }
-            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            jobsets
-                .patch(&name, &PatchParams::apply("muster-demo"), &Patch::Apply(&doc))
-                .await
-                .with_context(|| format!("applying {}", file.display()))?;
-            names.push(name);
+            docs.push(doc);
         }
+    }
+    Ok(docs)
+}
+
+/// Applies the examples into `namespace` (server-side apply, as `kubectl apply --server-side` would).
+async fn apply_examples(client: &Client, namespace: &str, docs: &[serde_json::Value]) -> anyhow::Result<Vec<String>> {
+    let jobsets: Api<JobSet> = Api::namespaced(client.clone(), namespace);
+    let mut names = Vec::new();
+    for doc in docs {
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        jobsets
+            .patch(&name, &PatchParams::apply("muster-demo"), &Patch::Apply(doc))
+            .await
+            .with_context(|| format!("applying JobSet {name}"))?;
+        names.push(name);
     }
     Ok(names)
 }
 
 /// One row per JobSet, redrawn every second; returns once every JobSet finished.
-async fn watch(client: &Client, names: &[String]) -> anyhow::Result<bool> {
-    let jobsets: Api<JobSet> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let gangs: Api<Gang> = Api::namespaced(client.clone(), "default");
+async fn watch(client: &Client, namespace: &str, names: &[String]) -> anyhow::Result<bool> {
+    let jobsets: Api<JobSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let gangs: Api<Gang> = Api::namespaced(client.clone(), namespace);
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last = String::new();
@@ -370,15 +481,15 @@ fn pod_gpus(pod: &Pod) -> i64 {
 
 /// Gang pods (finished ones stay, as their Jobs keep them) whose node is the one their Gang's placement names for
 /// their slot (replicated job, job index, completion index), and all gang pods.
-async fn pods_on_reserved_nodes(client: &Client) -> anyhow::Result<(usize, usize)> {
-    let gangs: BTreeMap<String, Gang> = Api::<Gang>::namespaced(client.clone(), "default")
+async fn pods_on_reserved_nodes(client: &Client, namespace: &str) -> anyhow::Result<(usize, usize)> {
+    let gangs: BTreeMap<String, Gang> = Api::<Gang>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
         .map(|g| (g.name_any(), g))
         .collect();
-    let pods = Api::<Pod>::namespaced(client.clone(), "default")
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(keys::JOBSET_NAME))
         .await?;
     let (mut on_plan, mut total) = (0, 0);
