@@ -113,7 +113,7 @@ pub async fn publish_gpu_node(client: &Client, node: &str, gpus: u32, unhealthy:
 pub struct InProcessAdmission {
     client: Client,
     pub metrics: AdmissionMetrics,
-    registry: Registry,
+    registry: Arc<Registry>,
     controller: Option<tokio::task::JoinHandle<()>>,
     webhook: Option<RunningServer>,
     settings: Settings,
@@ -147,7 +147,7 @@ impl InProcessAdmission {
         let mut this = Self {
             client,
             metrics: AdmissionMetrics::register(&mut Registry::default()),
-            registry: Registry::default(),
+            registry: Arc::default(),
             controller: None,
             webhook: Some(webhook),
             settings,
@@ -164,8 +164,9 @@ impl InProcessAdmission {
     /// [`Self::restart_controller`] with the given client (e.g. one impersonating a less privileged user).
     pub fn restart_controller_as(&mut self, client: Client) {
         self.crash();
-        self.registry = Registry::default();
-        self.metrics = AdmissionMetrics::register(&mut self.registry);
+        let mut registry = Registry::default();
+        self.metrics = AdmissionMetrics::register(&mut registry);
+        self.registry = Arc::new(registry);
         let run = admission::run(
             client,
             self.settings.clone(),
@@ -185,6 +186,11 @@ impl InProcessAdmission {
         if let Some(task) = self.controller.take() {
             task.abort();
         }
+    }
+
+    /// The running controller's metrics registry, to serve on /metrics (a restart starts a new one).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// The controller's metrics in the text exposition format, as /metrics serves them.
@@ -212,6 +218,13 @@ impl Drop for InProcessAdmission {
     }
 }
 
+/// A loopback port nothing listens on now, for a process to bind (another may take it first; tests run few).
+pub fn free_loopback_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| Error::io("picking a free loopback port", e))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| Error::io("picking a free loopback port", e))
+}
+
 /// Overrides the `muster-reconciler` binary [`ReconcilerProcess::binary`] would build.
 pub const RECONCILER_BIN_ENV: &str = "MUSTER_RECONCILER_BIN";
 
@@ -234,12 +247,7 @@ impl ReconcilerProcess {
     /// Starts `binary` as `identity` (its leader-election identity, `POD_NAME`) with `args` added to the admin
     /// addresses. Its log is `logs/<identity>.log` in the cluster directory.
     pub fn start(binary: &Path, cluster: &TestCluster, identity: &str, args: &[&str]) -> Result<Self> {
-        let free = || -> Result<u16> {
-            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .map_err(|e| Error::io("picking a free loopback port", e))?;
-            listener.local_addr().map(|a| a.port()).map_err(|e| Error::io("picking a free loopback port", e))
-        };
-        let (metrics_port, health_port) = (free()?, free()?);
+        let (metrics_port, health_port) = (free_loopback_port()?, free_loopback_port()?);
         let mut argv = vec![
             format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
             format!("--health-probe-bind-address=127.0.0.1:{health_port}"),

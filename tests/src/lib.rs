@@ -38,7 +38,8 @@ use std::time::Duration;
 pub use binaries::{BIN_DIR_ENV, ControlPlaneBinaries, Profile, default_cache_dir, workspace_binary};
 pub use cluster::{ClusterConfig, DEFAULT_CONTROLLERS, Extender, SchedulerConfig, StartupTimings, TestCluster};
 pub use components::{
-    InProcessAdmission, InProcessReconciler, RECONCILER_BIN_ENV, ReconcilerProcess, metric_value, publish_gpu_node,
+    InProcessAdmission, InProcessReconciler, RECONCILER_BIN_ENV, ReconcilerProcess, free_loopback_port, metric_value,
+    publish_gpu_node,
 };
 pub use manifests::{load_yaml_documents, yaml_files_in};
 pub use nodes::{FAKE_NODE_LABEL, FakeNode, GPU_RESOURCE};

@@ -99,6 +99,16 @@ async fn the_demo_admits_and_finishes_every_example_and_leaves_nothing_running()
     assert!(total >= 10, "the examples' pods are counted: {total}");
     assert_eq!(on_plan, total, "{stdout}");
 
+    // How to poke at it: the metrics endpoints of every component.
+    for what in ["admission controller", "scheduler extender", "gpu-agent gpu-node-0"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("curl -s http://127.0.0.1:") && l.ends_with(&format!("/metrics   # {what}"))),
+            "{what}: {stdout}"
+        );
+    }
+
     // Everything it started ran under its cluster directory (control plane, KWOK, agents): none is left.
     let dir = stdout
         .lines()

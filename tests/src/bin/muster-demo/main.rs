@@ -8,6 +8,7 @@ mod install;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -25,7 +26,7 @@ use muster_api::gang::{Gang, GangPhase};
 use muster_api::keys;
 use muster_tests::{
     ClusterConfig, DEFAULT_CONTROLLERS, Extender, FakeNode, InProcessAdmission, InProcessReconciler, SchedulerConfig,
-    TestCluster, publish_gpu_node, yaml_files_in,
+    TestCluster, free_loopback_port, publish_gpu_node, yaml_files_in,
 };
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -120,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
     let mut extender_registry = Registry::default();
     let extender_metrics = ExtenderMetrics::register(&mut extender_registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app = extender_http::router(extender_cache.clone(), ExtenderLimits::default(), extender_metrics);
+    let app = extender_http::router(extender_cache.clone(), ExtenderLimits::default(), extender_metrics)
+        .merge(extender_http::ops_router(extender_cache.clone(), Arc::new(extender_registry)));
     let extender_server = extender_http::serve(listener, None, app, Duration::from_secs(10))?;
     let mut extender = Extender::new(extender_server.url_prefix(false))
         .filter("filter")
@@ -140,11 +142,13 @@ async fn main() -> anyhow::Result<()> {
     let nodes: Vec<String> = (0..args.nodes).map(|i| format!("gpu-node-{i}")).collect();
     // One GPU agent per node (the real binary on the mock NVML library, each with its own fixture), or simulated
     // ones; either way one node has a GPU that fell off the bus (XID 79), which admission must not count.
+    let mut endpoints = vec![("scheduler extender".to_owned(), extender_server.url_prefix(false))];
     let agents = match (&args.gpu_agent, &args.mock_nvml) {
         (Some(agent), Some(library)) => {
             let running = start_agents(&cluster, agent, library, &nodes).context("starting the gpu-agents")?;
             eprintln!("    {} gpu-agents on the mock NVML library; {SICK_NODE} reports XID 79 on GPU 5", running.len());
-            Agents::Processes(running)
+            endpoints.extend(running.iter().map(|(node, port, _)| (format!("gpu-agent {node}"), loopback(*port))));
+            Agents::Processes(running.into_iter().map(|(_, _, child)| child).collect())
         }
         _ => {
             eprintln!("    simulated GPU agents (pass --gpu-agent and --mock-nvml for real ones); {SICK_NODE}: XID 79");
@@ -156,6 +160,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("starting admission: {e}"))?;
     let reconciler = InProcessReconciler::start(client.clone(), muster_reconciler::plan::FeatureGates::default());
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admission_metrics = extender_http::serve(
+        metrics_listener,
+        None,
+        extender_http::metrics_router(admission.registry()),
+        Duration::from_secs(10),
+    )?;
+    endpoints.insert(0, ("admission controller".to_owned(), admission_metrics.url_prefix(false)));
     eprintln!(
         "    gang pods go to the scheduler profile {SCHEDULER_NAME}, whose extender steers each to its reserved node"
     );
@@ -170,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(false),
     };
     let finished = outcome?;
-    print_summary(&cluster, finished);
+    print_summary(&cluster, finished, &endpoints);
     let (on_plan, total) = pods_on_reserved_nodes(&client, LOCAL_NAMESPACE).await?;
     println!("{on_plan} of {total} gang pods ran on the node admission reserved for them");
     if args.keep && finished {
@@ -182,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
     drop(agents);
     extender_watches.abort();
     extender_server.shutdown().await;
+    admission_metrics.shutdown().await;
     drop(cluster); // stops every process it started
     Ok(())
 }
@@ -266,12 +279,13 @@ impl Drop for Agents {
 
 /// Starts `muster-gpu-agent` for every node: its own copy of the HGX H100 fixture (unique GPU UUIDs), XID 79 on
 /// GPU 5 of the sick node; no kubelet, so allocations come from the API server's view of bound pods.
+/// Each agent serves its metrics on a loopback port of its own: returns node, port and process.
 fn start_agents(
     cluster: &TestCluster,
     agent: &Path,
     library: &Path,
     nodes: &[String],
-) -> anyhow::Result<Vec<tokio::process::Child>> {
+) -> anyhow::Result<Vec<(String, u16, tokio::process::Child)>> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let template = std::fs::read_to_string(repo.join("tests/mock-nvml/fixtures/hgx-h100x8.json"))?;
     let dir = cluster.dir().join("gpu-agents");
@@ -286,17 +300,10 @@ fn start_agents(
         let fixture_path = dir.join(format!("{node}.json"));
         std::fs::write(&fixture_path, serde_json::to_vec_pretty(&fixture)?)?;
         let log = std::fs::File::create(cluster.dir().join("logs").join(format!("gpu-agent-{node}.log")))?;
+        let port = free_loopback_port()?;
         let child = tokio::process::Command::new(agent)
-            .args([
-                "--node-name",
-                node,
-                "--poll-interval",
-                "2s",
-                "--heartbeat-interval",
-                "15s",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--node-name", node, "--poll-interval", "2s", "--heartbeat-interval", "15s", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--nvml-library")
             .arg(library)
             .args(["--pod-resources-socket", "/nonexistent/kubelet.sock"])
@@ -308,8 +315,10 @@ fn start_agents(
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {} for {node}", agent.display()))?;
-        children.push(child);
+        children.push((node.clone(), port, child));
     }
+    let list: String = children.iter().map(|(node, port, _)| format!("{node} {}/metrics\n", loopback(*port))).collect();
+    std::fs::write(dir.join("endpoints.txt"), list)?;
     Ok(children)
 }
 
@@ -389,8 +398,8 @@ async fn watch(client: &Client, namespace: &str, names: &[String]) -> anyhow::Re
     loop {
         let all = pods.list(&ListParams::default().labels(keys::JOBSET_NAME)).await?.items;
         let mut table = format!(
-            "{:<18} {:<12} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
-            "JOBSET", "GANG", "STATE", "RESTARTS", "JOBS", "PODS", "GPUS", "NODES", "REASON"
+            "{:<18} {:<12} {:<10} {:>8} {:>9} {:>9} {:>5}  {:<22} {}\n",
+            "JOBSET", "GANG", "STATE", "RESTARTS", "JOBS", "PODS", "GPUS", "PLACED ON", "REASON"
         );
         let mut done = 0;
         for name in names {
@@ -403,8 +412,6 @@ async fn watch(client: &Client, namespace: &str, names: &[String]) -> anyhow::Re
                 .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
                 .collect();
             let gpus: i64 = running.iter().map(|p| pod_gpus(p)).sum();
-            let nodes: BTreeMap<&str, ()> =
-                running.iter().filter_map(|p| p.spec.as_ref()?.node_name.as_deref()).map(|n| (n, ())).collect();
             let total: i32 = js.spec.replicated_jobs.iter().map(|r| r.replicas()).sum();
             let succeeded: i32 = status.replicated_jobs_status.iter().map(|r| r.succeeded).sum();
             let state = status.terminal_state.clone().unwrap_or_else(|| {
@@ -438,13 +445,14 @@ async fn watch(client: &Client, namespace: &str, names: &[String]) -> anyhow::Re
                 .filter(|c| c.status == "True")
                 .max_by_key(|c| c.last_transition_time.0)
                 .map(|c| c.message.clone());
+            let placed = gang.as_ref().map_or_else(|| "-".to_owned(), |g| placed_on(&g.placement));
             let reason = match (waiting, condition) {
                 (Some(g), _) => g.reason.clone().unwrap_or_default(),
                 (None, Some(c)) => c,
                 (None, None) => gang.and_then(|g| g.reason).unwrap_or_default(),
             };
             table.push_str(&format!(
-                "{:<18} {:<12} {:<10} {:>8} {:>9} {:>9} {:>7} {:>6}  {}\n",
+                "{:<18} {:<12} {:<10} {:>8} {:>9} {:>9} {:>5}  {:<22} {}\n",
                 name,
                 gang_column,
                 state,
@@ -452,7 +460,7 @@ async fn watch(client: &Client, namespace: &str, names: &[String]) -> anyhow::Re
                 format!("{succeeded}/{total} ok"),
                 format!("{}/{} run", running.len(), mine.len()),
                 gpus,
-                nodes.len(),
+                placed,
                 reason
             ));
         }
@@ -467,6 +475,29 @@ async fn watch(client: &Client, namespace: &str, names: &[String]) -> anyhow::Re
             return Ok(true);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A gang's nodes, short: `gpu-node-{0,1,4}`, `gpu-node-{2,3,5,7,+4}`; `-` before it is placed.
+fn placed_on(placement: &[muster_api::gang::SlotPlacement]) -> String {
+    let mut nodes: Vec<&str> = placement.iter().map(|s| s.node.as_str()).collect();
+    // Numbered names in numeric order (gpu-node-2 before gpu-node-10).
+    let number = |n: &str| n.rsplit('-').next().and_then(|x| x.parse::<u64>().ok());
+    nodes.sort_by_key(|n| (number(n), *n));
+    nodes.dedup();
+    let prefix = |n: &str| n.rsplit_once('-').map(|(p, _)| p.to_owned());
+    let shared = nodes.first().and_then(|n| prefix(n)).filter(|p| nodes.iter().all(|n| prefix(n).as_ref() == Some(p)));
+    match (nodes.as_slice(), shared) {
+        ([], _) => "-".to_owned(),
+        ([one], _) => (*one).to_owned(),
+        (many, Some(p)) => {
+            let mut tails: Vec<String> = many.iter().take(4).map(|n| n[p.len() + 1..].to_owned()).collect();
+            if many.len() > 4 {
+                tails.push(format!("+{}", many.len() - 4));
+            }
+            format!("{p}-{{{}}}", tails.join(","))
+        }
+        (many, None) => format!("{},+{}", many[0], many.len() - 1),
     }
 }
 
@@ -512,7 +543,11 @@ async fn pods_on_reserved_nodes(client: &Client, namespace: &str) -> anyhow::Res
     Ok((on_plan, total))
 }
 
-fn print_summary(cluster: &TestCluster, finished: bool) {
+fn loopback(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn print_summary(cluster: &TestCluster, finished: bool, endpoints: &[(String, String)]) {
     println!();
     println!("{}", if finished { "All example JobSets finished." } else { "Stopped." });
     println!("While the cluster runs (use --keep), poke at it with:");
@@ -521,5 +556,42 @@ fn print_summary(cluster: &TestCluster, finished: bool) {
     println!("  kubectl get gpunodes            # per node GPUs: total, healthy, allocated, free");
     println!("  kubectl get jobsets,jobs,pods -o wide");
     println!("  kubectl describe jobset llm-pretrain");
+    println!("  kubectl muster queue; kubectl muster nodes   # the plugin: target/debug/kubectl-muster on your PATH");
+    println!("Metrics, as Prometheus scrapes them:");
+    let agents = endpoints.iter().filter(|(what, _)| what.starts_with("gpu-agent")).count();
+    let mut shown_agents = 0;
+    for (what, url) in endpoints {
+        if what.starts_with("gpu-agent") {
+            shown_agents += 1;
+            if shown_agents > 2 {
+                continue;
+            }
+        }
+        println!("  curl -s {url}/metrics   # {what}");
+    }
+    if agents > 2 {
+        let list = cluster.dir().join("gpu-agents/endpoints.txt");
+        println!("  ({} more gpu-agents, one per node: {})", agents - 2, list.display());
+    }
     println!("Component logs: {}", cluster.dir().join("logs").display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placed_on;
+    use muster_api::gang::SlotPlacement;
+
+    fn slots(nodes: &[&str]) -> Vec<SlotPlacement> {
+        nodes.iter().map(|n| SlotPlacement { node: (*n).to_owned(), ..SlotPlacement::default() }).collect()
+    }
+
+    #[test]
+    fn placements_read_short() {
+        assert_eq!(placed_on(&[]), "-");
+        assert_eq!(placed_on(&slots(&["gpu-node-3", "gpu-node-3"])), "gpu-node-3");
+        assert_eq!(placed_on(&slots(&["gpu-node-10", "gpu-node-2", "gpu-node-2"])), "gpu-node-{2,10}");
+        let many = ["n-0", "n-1", "n-2", "n-3", "n-4", "n-5"];
+        assert_eq!(placed_on(&slots(&many)), "n-{0,1,2,3,+2}");
+        assert_eq!(placed_on(&slots(&["a-1", "b-2"])), "a-1,+1");
+    }
 }
