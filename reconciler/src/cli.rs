@@ -23,17 +23,19 @@ pub const USER_AGENT: &str = concat!("muster-reconciler/", env!("CARGO_PKG_VERSI
 #[derive(Debug, Parser)]
 #[command(name = "muster-reconciler", version, about = "Drop-in JobSet controller (jobset.x-k8s.io/v1alpha2)")]
 pub struct Args {
-    /// Address of /metrics.
-    #[arg(long, default_value = ":8443")]
-    pub metrics_bind_address: String,
-    /// Address of /healthz and /readyz.
-    #[arg(long, default_value = ":8081")]
-    pub health_probe_bind_address: String,
-    /// Hold a Lease before reconciling, so several replicas are safe.
+    /// Address of /metrics [default: :8443]. Given here, it wins over the configuration file's.
     #[arg(long)]
-    pub leader_elect: bool,
-    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
-    #[arg(long, env = "POD_NAMESPACE")]
+    pub metrics_bind_address: Option<String>,
+    /// Address of /healthz and /readyz [default: :8081]. Given here, it wins over the configuration file's.
+    #[arg(long)]
+    pub health_probe_bind_address: Option<String>,
+    /// Hold a Lease before reconciling, so several replicas are safe (`--leader-elect=false` turns off what the
+    /// configuration file turned on).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
+    /// Namespace of the leader-election Lease (default: the configuration file's, else $POD_NAMESPACE, else
+    /// `default`).
+    #[arg(long)]
     pub leader_election_namespace: Option<String>,
     /// Accepted for compatibility with upstream's flags; kube-rs does not rate-limit the client.
     #[arg(long, default_value_t = 500.0)]
@@ -43,6 +45,38 @@ pub struct Args {
     /// Controller configuration file (`config.jobset.x-k8s.io/v1alpha1` `Configuration`).
     #[arg(long)]
     pub config: Option<String>,
+}
+
+/// What the process runs with, after upstream's precedence: a flag given on the command line wins over the
+/// configuration file, which wins over the flag's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub leader_elect: bool,
+    pub metrics_addr: String,
+    pub health_addr: String,
+    pub lease_namespace: String,
+}
+
+pub fn resolve(args: &Args, config: &Configuration, pod_namespace: Option<String>) -> Resolved {
+    Resolved {
+        leader_elect: args.leader_elect.or(config.leader_election.leader_elect).unwrap_or(false),
+        metrics_addr: args
+            .metrics_bind_address
+            .clone()
+            .or(config.metrics.bind_address.clone())
+            .unwrap_or(":8443".into()),
+        health_addr: args
+            .health_probe_bind_address
+            .clone()
+            .or(config.health.health_probe_bind_address.clone())
+            .unwrap_or(":8081".into()),
+        lease_namespace: args
+            .leader_election_namespace
+            .clone()
+            .or(config.leader_election.resource_namespace.clone())
+            .or(pod_namespace)
+            .unwrap_or("default".into()),
+    }
 }
 
 /// `:8081` means all interfaces, as in Go.
@@ -65,10 +99,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let gates = config.feature_gates()?;
-    let leader_elect = config.leader_election.leader_elect.unwrap_or(false) || args.leader_elect;
-    let metrics_addr = config.metrics.bind_address.as_deref().unwrap_or(&args.metrics_bind_address).to_string();
-    let health_addr =
-        config.health.health_probe_bind_address.as_deref().unwrap_or(&args.health_probe_bind_address).to_string();
+    let Resolved { leader_elect, metrics_addr, health_addr, lease_namespace } =
+        resolve(&args, &config, std::env::var("POD_NAMESPACE").ok());
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -116,18 +148,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     let mut lost_lease = None;
     if leader_elect {
-        let namespace = config
-            .leader_election
-            .resource_namespace
-            .clone()
-            .or(args.leader_election_namespace.clone())
-            .unwrap_or_else(|| "default".into());
         let name = config.leader_election.resource_name.clone().unwrap_or_else(|| DEFAULT_LEASE_NAME.into());
         let identity =
             std::env::var("POD_NAME").unwrap_or_else(|_| format!("muster-reconciler-{}", std::process::id()));
         let duration = config.lease_duration()?.as_secs().max(1);
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), name)
-            .with_namespace(namespace)
+            .with_namespace(lease_namespace)
             .with_identity(identity)
             .with_duration(duration)
             .with_grace(duration.div_ceil(3))
@@ -179,5 +205,66 @@ async fn serve_metrics(registry: Arc<Registry>) -> impl IntoResponse {
             body,
         ),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Configuration {
+        Configuration::parse(
+            "apiVersion: config.jobset.x-k8s.io/v1alpha1\nkind: Configuration\nleaderElection:\n  leaderElect: true\n  \
+             resourceNamespace: jobset-system\nmetrics:\n  bindAddress: :9443\nhealth:\n  healthProbeBindAddress: :9081\n",
+        )
+        .expect("configuration")
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("muster-reconciler").chain(argv.iter().copied())).expect("flags")
+    }
+
+    #[test]
+    fn flags_given_win_over_the_file_which_wins_over_the_defaults() {
+        let from_file = resolve(&args(&[]), &file(), Some("pod-ns".into()));
+        assert_eq!(
+            from_file,
+            Resolved {
+                leader_elect: true,
+                metrics_addr: ":9443".into(),
+                health_addr: ":9081".into(),
+                lease_namespace: "jobset-system".into()
+            }
+        );
+        let given = args(&[
+            "--leader-elect=false",
+            "--metrics-bind-address=127.0.0.1:1",
+            "--health-probe-bind-address",
+            "127.0.0.1:2",
+            "--leader-election-namespace=mine",
+        ]);
+        let flags = resolve(&given, &file(), Some("pod-ns".into()));
+        assert_eq!(
+            flags,
+            Resolved {
+                leader_elect: false,
+                metrics_addr: "127.0.0.1:1".into(),
+                health_addr: "127.0.0.1:2".into(),
+                lease_namespace: "mine".into()
+            }
+        );
+        let empty = Configuration::parse("apiVersion: config.jobset.x-k8s.io/v1alpha1\nkind: Configuration\n")
+            .expect("configuration");
+        let defaults = resolve(&args(&["--leader-elect"]), &empty, None);
+        assert_eq!(
+            defaults,
+            Resolved {
+                leader_elect: true,
+                metrics_addr: ":8443".into(),
+                health_addr: ":8081".into(),
+                lease_namespace: "default".into()
+            }
+        );
+        assert_eq!(resolve(&args(&[]), &empty, Some("pod-ns".into())).lease_namespace, "pod-ns");
     }
 }
