@@ -171,7 +171,7 @@ mod tests {
         let pods =
             [leader.clone(), pod("train-w-0-1-bbbbb", "1", Some("r1")), pod("train-w-0-2-ccccc", "2", Some("r1"))];
         assert_eq!(decide(&leader, Some(&rack("r1")), &pods), Verdict::Placed);
-        assert_eq!(decide(&leader, Some(&rack("r1")), &[leader.clone()]), Verdict::Placed, "no followers");
+        assert_eq!(decide(&leader, Some(&rack("r1")), std::slice::from_ref(&leader)), Verdict::Placed, "no followers");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use muster_admission::webhook::config::{mutating_configuration, validating_confi
 use muster_admission::{RunningServer, ServeConfig, serve};
 use muster_api::{JobSet, keys};
 use muster_reconciler::plan::FeatureGates;
-use muster_tests::{ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessReconciler, TestCluster, TestNamespace, eventually, serial};
+use muster_tests::{
+    ClusterConfig, DEFAULT_CONTROLLERS, FakeNode, InProcessReconciler, TestCluster, TestNamespace, eventually, serial,
+};
 use serde_json::{Value, json};
 
 const RACK: &str = "example.com/rack";
