@@ -7,8 +7,9 @@ named after its path with `/` as `_`).
   namespaced; no object twice.
 - Every object of every manifest under deploy/ is installed by some kustomization (nothing is left out by mistake).
 - The installs need no Prometheus Operator; deploy/monitoring holds only its objects.
-- Placement modes and certificates: the default install runs the Muster scheduler and has muster-admission set its
-  schedulerName on gang pods; pod-pinning runs no second scheduler, serves the pod webhook and sets no
+- Placement modes and certificates: every install registers upstream's four webhooks (mjobset, vjobset, mpod,
+  vpod); the default install runs the Muster scheduler and has muster-admission set its schedulerName on gang pods;
+  pod-pinning runs no second scheduler, runs muster-admission with --placement-mode=pod-pinning and sets no
   schedulerName; self-managed-certs has nothing of cert-manager, runs --self-managed-certs without waiting for a
   Secret volume, and may update the webhook configurations it patches.
 - Every Service selects the pods of some workload and names a port those pods have.
@@ -96,15 +97,21 @@ def check_installs(rendered):
                 fail(f"{path}: {kind} {name} missing")
         args, pod = admission_args(path, docs)
         scheduler = find(docs, "Deployment", "muster-scheduler")
-        pinning = find(docs, "MutatingWebhookConfiguration", "muster-pod-pinning-webhook-configuration")
+        # Upstream's four webhooks in every install: the pod ones do exclusive placement, and pinning in pod-pinning.
+        configurations = [d for d in docs
+                          if d["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")]
+        webhooks = {w["name"] for d in configurations for w in d.get("webhooks") or []}
+        for name in ["mjobset.kb.io", "vjobset.kb.io", "mpod.kb.io", "vpod.kb.io"]:
+            if name not in webhooks:
+                fail(f"{path}: webhook {name} missing")
         if path.endswith("pod-pinning"):
-            if scheduler is not None or pinning is None:
-                fail(f"{path}: pod-pinning must serve the pod webhook and run no second scheduler")
+            if scheduler is not None:
+                fail(f"{path}: pod-pinning must run no second scheduler")
             if "--placement-mode=pod-pinning" not in args or any(a.startswith("--gang-scheduler-name") for a in args):
                 fail(f"{path}: muster-admission args {args}: want --placement-mode=pod-pinning, no scheduler name")
         else:
-            if scheduler is None or pinning is not None:
-                fail(f"{path}: extender mode must run the Muster scheduler and no pod-pinning webhook")
+            if scheduler is None:
+                fail(f"{path}: extender mode must run the Muster scheduler")
             if "--gang-scheduler-name=muster-scheduler" not in args or any(a.startswith("--placement-mode") for a in args):
                 fail(f"{path}: muster-admission args {args}: want --gang-scheduler-name=muster-scheduler")
         cert_manager = [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")

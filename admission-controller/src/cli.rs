@@ -22,7 +22,7 @@ use crate::gang::queue::{PodsReadyConfig, QueueConfig};
 use crate::extender::PlacementMode;
 use crate::extender::cli::ExtenderFlags;
 use crate::features::FeatureGates;
-use crate::kube_io::{KubePvcs, SelfManaged, run_self_managed};
+use crate::kube_io::{KubePlacementReads, KubePvcs, SelfManaged, run_self_managed};
 use crate::server::{CertSource, ServeConfig, ServeError, serve};
 use crate::tls::{CertStore, watch_cert_dir};
 use crate::webhook::config;
@@ -267,6 +267,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             .then(|| GangMutation { scheduler_name: Some(args.gang_scheduler_name.clone()).filter(|s| !s.is_empty()) }),
         limits: Limits { request_timeout: Duration::from_secs(args.request_timeout_seconds), ..Limits::default() },
         handshake_timeout: Duration::from_secs(10),
+        placement_reads: Arc::new(KubePlacementReads(client.clone())),
         pod_pinning,
     })
     .await?;

@@ -1,4 +1,5 @@
-//! The webhook server's few conversations with the API server, kept thin: reading PVCs for validation, and in
+//! The webhook server's few conversations with the API server, kept thin: reading PVCs for validation, pods and
+//! node labels for exclusive placement, and in
 //! self-managed certificate mode, keeping the serving certificate in a Secret and its CA in the webhook
 //! configurations' `caBundle`.
 
@@ -8,13 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 
 use crate::tls::{self, CertStore, TlsError, Validity};
 use crate::webhook::config;
+use crate::webhook::exclusive::{PlacementReads, ReadFuture};
 use crate::webhook::review::{PvcFuture, PvcSource};
 
 /// PVC lookups through the API server.
@@ -28,6 +30,30 @@ impl PvcSource for KubePvcs {
                 .get_opt(name)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Exclusive placement's reads through the API server. Both are direct reads, not a cache: a follower must follow
+/// its leader's current node, and the pods of one Job are a small, label-selected list.
+#[derive(Clone)]
+pub struct KubePlacementReads(pub Client);
+
+impl PlacementReads for KubePlacementReads {
+    fn pods<'a>(&'a self, namespace: &'a str, selector: &'a str) -> ReadFuture<'a, Vec<Pod>> {
+        Box::pin(async move {
+            let list = Api::<Pod>::namespaced(self.0.clone(), namespace)
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list.items)
+        })
+    }
+
+    fn node_labels<'a>(&'a self, name: &'a str) -> ReadFuture<'a, Option<BTreeMap<String, String>>> {
+        Box::pin(async move {
+            let node = Api::<Node>::all(self.0.clone()).get_metadata_opt(name).await.map_err(|e| e.to_string())?;
+            Ok(node.map(|n| n.metadata.labels.unwrap_or_default()))
         })
     }
 }

@@ -15,9 +15,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::features::FeatureGates;
 use crate::tls::{self, CertStore, TlsError, Validity};
+use crate::webhook::exclusive::{NoReads, PlacementReads};
 use crate::webhook::http::{Limits, router};
 use crate::webhook::jobset::gang::GangMutation;
-use crate::webhook::pod::{self, GangLookup};
+use crate::webhook::pod::{self, GangLookup, PodWebhooks};
 use crate::webhook::review::{NoPvcs, PvcSource, Webhooks};
 
 /// Where the serving certificate comes from.
@@ -44,13 +45,16 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Time allowed for a TLS handshake and for a request's headers.
     pub handshake_timeout: Duration,
-    /// Placement mode `pod-pinning`: also serve the pod-pinning webhook, reading Gangs from here.
+    /// What the pod webhooks read for exclusive placement (a follower's leader pod, the leader's node).
+    pub placement_reads: Arc<dyn PlacementReads>,
+    /// Placement mode `pod-pinning`: the pod webhook also pins gang pods, reading Gangs from here.
     pub pod_pinning: Option<Arc<dyn GangLookup>>,
 }
 
 impl ServeConfig {
     /// Loopback on an ephemeral port, certificates generated for `127.0.0.1` and `localhost`, default gates, no
-    /// existing PVCs: what an integration test registering the webhooks by URL needs.
+    /// existing PVCs and no cluster reads for the pod webhooks (followers of exclusive Jobs are refused): what an
+    /// integration test registering the webhooks by URL needs.
     pub fn loopback() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -60,6 +64,7 @@ impl ServeConfig {
             gang: None,
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
+            placement_reads: Arc::new(NoReads),
             pod_pinning: None,
         }
     }
@@ -158,7 +163,7 @@ impl Drop for RunningServer {
     }
 }
 
-/// Binds `config.addr` and serves the JobSet webhooks over TLS until the returned handle is dropped.
+/// Binds `config.addr` and serves the JobSet and pod webhooks over TLS until the returned handle is dropped.
 pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let mut cert_task = None;
     let (store, ca_pem) = match config.certs {
@@ -180,10 +185,8 @@ pub async fn serve(config: ServeConfig) -> Result<RunningServer, ServeError> {
         TcpListener::bind(config.addr).await.map_err(|source| ServeError::Bind { addr: config.addr, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.addr, source })?;
     let webhooks = Webhooks { gang: config.gang, ..Webhooks::new(config.gates, config.pvcs) };
-    let mut app = router(Arc::new(webhooks), config.limits);
-    if let Some(gangs) = config.pod_pinning {
-        app = app.merge(pod::router(gangs, config.limits));
-    }
+    let pod_webhooks = PodWebhooks { reads: config.placement_reads, pinning: config.pod_pinning };
+    let app = router(Arc::new(webhooks), config.limits).merge(pod::router(pod_webhooks, config.limits));
     let (stop, stopped) = oneshot::channel();
     let accept_task = tokio::spawn(accept_loop(listener, Some(acceptor), app, config.handshake_timeout, stopped));
     tracing::info!(%addr, "webhook server listening");

@@ -33,6 +33,12 @@ pub const PRIORITY: &str = "jobset.sigs.k8s.io/priority";
 pub const IN_PLACE_RESTART_ATTEMPT: &str = "jobset.sigs.k8s.io/in-place-restart-attempt";
 pub const JOB_COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
+// Exclusive placement's pod webhooks and pod controller (affinity strategy).
+/// Pod condition type the pod controller sets on a follower before deleting it (Kubernetes' own type).
+pub const CONDITION_DISRUPTION_TARGET: &str = "DisruptionTarget";
+pub const REASON_EXCLUSIVE_PLACEMENT_VIOLATION: &str = "ExclusivePlacementViolation";
+pub const MESSAGE_EXCLUSIVE_PLACEMENT_VIOLATION: &str = "Pod violated JobSet exclusive placement policy";
+
 // Reserved keys of exclusive placement's node-selector strategy.
 pub const NAMESPACED_JOB: &str = "alpha.jobset.sigs.k8s.io/namespaced-job";
 pub const NO_SCHEDULE_TAINT: &str = "alpha.jobset.sigs.k8s.io/no-schedule";

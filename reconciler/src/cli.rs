@@ -1,5 +1,5 @@
 //! Process wiring: flags (upstream's names), the configuration file, logging, the admin server (`/metrics`,
-//! `/healthz`, `/readyz`), leader election on a Lease, and the controller.
+//! `/healthz`, `/readyz`), leader election on a Lease, and the controllers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -192,7 +192,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => signal.await,
         }
     };
-    crate::controller::run(client, metrics, gates, shutdown).await;
+    crate::run(client, metrics, gates, shutdown).await;
     Ok(())
 }
 

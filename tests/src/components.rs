@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use muster_admission::admission::{self, metrics::AdmissionMetrics, state::Settings};
+use muster_admission::kube_io::KubePlacementReads;
 use muster_admission::webhook::config::{
     MUTATING_CONFIGURATION, VALIDATING_CONFIGURATION, mutating_configuration, validating_configuration,
 };
@@ -32,7 +33,8 @@ use crate::cluster::http_get;
 use crate::process::{Process, tail_lines};
 use crate::{Error, Result, TestCluster};
 
-/// The JobSet controller on the current tokio runtime; stopped when dropped.
+/// The reconciler's controllers (`jobset`, and `pod` for exclusive placement) on the current tokio runtime, as the
+/// binary runs them; stopped when dropped.
 pub struct InProcessReconciler {
     metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
@@ -46,7 +48,7 @@ impl InProcessReconciler {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(muster_reconciler::controller::run(client, metrics.clone(), gates, shutdown));
+        let task = tokio::spawn(muster_reconciler::run(client, metrics.clone(), gates, shutdown));
         Self { metrics, stop: Some(stop), task }
     }
 
@@ -106,8 +108,8 @@ pub async fn publish_gpu_node(client: &Client, node: &str, gpus: u32, unhealthy:
     Ok(())
 }
 
-/// Muster's admission side on the current tokio runtime: the JobSet webhooks with gang mutation, registered with
-/// the API server, and the admission controller (queue, placement, release). Dropping it stops both and removes
+/// Muster's admission side on the current tokio runtime: the JobSet webhooks with gang mutation and the pod webhooks
+/// (exclusive placement), registered with the API server, and the admission controller (queue, placement, release). Dropping it stops both and removes
 /// the webhook configurations; [`InProcessAdmission::crash`] stops only the controller, abruptly, as a killed
 /// process would (the webhooks stay, as they would on another replica).
 pub struct InProcessAdmission {
@@ -130,7 +132,12 @@ impl InProcessAdmission {
         settings: Settings,
         mutation: GangMutation,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let webhook = serve(ServeConfig { gang: Some(mutation), ..ServeConfig::loopback() }).await?;
+        let webhook = serve(ServeConfig {
+            gang: Some(mutation),
+            placement_reads: Arc::new(KubePlacementReads(client.clone())),
+            ..ServeConfig::loopback()
+        })
+        .await?;
         let ca = webhook.ca_pem().map(str::as_bytes);
         let target = webhook.webhook_target();
         let pp = PostParams::default();

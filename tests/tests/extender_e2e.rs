@@ -24,7 +24,7 @@ use muster_admission::extender::http::{self, Cache, Limits, Metrics};
 use muster_admission::extender::{SCHEDULER_NAME, new_cache, watch};
 use muster_admission::gang::GangKey;
 use muster_admission::gang::model::ModelConfig;
-use muster_admission::webhook::config::pod_pinning_configuration;
+use muster_admission::webhook::config::mutating_configuration;
 use muster_admission::webhook::pod::KubeGangs;
 use muster_admission::{ServeConfig, serve};
 use muster_api::gang::{GangPhase, GangSpec, PodSet};
@@ -322,7 +322,8 @@ async fn pod_pinning_steers_gang_pods_with_the_stock_scheduler() {
     let server = serve(ServeConfig { pod_pinning: Some(Arc::new(gangs)), ..ServeConfig::loopback() })
         .await
         .expect("webhook server");
-    let configuration = pod_pinning_configuration(&server.webhook_target(), server.ca_pem().map(str::as_bytes));
+    // mpod.kb.io pins in this mode; the configuration also holds mjobset.kb.io, which this test does not use.
+    let configuration = mutating_configuration(&server.webhook_target(), server.ca_pem().map(str::as_bytes));
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .create(&PostParams::default(), &configuration)
         .await

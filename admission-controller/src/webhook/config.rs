@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use muster_api::keys;
 
-use super::pod::PIN_PATH;
+use super::pod::{MUTATE_POD_PATH, VALIDATE_POD_PATH};
 use super::review::{MUTATE_PATH, VALIDATE_PATH};
 
 pub const NAMESPACE: &str = "muster-system";
@@ -21,9 +21,8 @@ pub const VALIDATING_CONFIGURATION: &str = "muster-validating-webhook-configurat
 /// denied the request: …`).
 pub const MUTATING_WEBHOOK: &str = "mjobset.kb.io";
 pub const VALIDATING_WEBHOOK: &str = "vjobset.kb.io";
-/// Pod pinning (placement mode `pod-pinning` only; `deploy/components/pod-pinning/pod-pinning.yaml`).
-pub const POD_PINNING_CONFIGURATION: &str = "muster-pod-pinning-webhook-configuration";
-pub const POD_PINNING_WEBHOOK: &str = "mpod.muster.dev";
+pub const MUTATING_POD_WEBHOOK: &str = "mpod.kb.io";
+pub const VALIDATING_POD_WEBHOOK: &str = "vpod.kb.io";
 
 /// Where the API server sends the reviews.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,71 +71,90 @@ fn jobset_rule(operations: &[&str]) -> RuleWithOperations {
     }
 }
 
-/// `mjobset.kb.io`: defaults on CREATE.
+/// Pod CREATE, JobSet pods only: the objectSelector sends only pods with the `jobset-name` label, so `Fail` cannot
+/// block any other pod (upstream's selector, reference §9.10).
+fn pod_rule_and_selector() -> (Vec<RuleWithOperations>, LabelSelector) {
+    let rules = vec![RuleWithOperations {
+        api_groups: Some(vec![String::new()]),
+        api_versions: Some(vec!["v1".into()]),
+        operations: Some(vec!["CREATE".into()]),
+        resources: Some(vec!["pods".into()]),
+        scope: Some("Namespaced".into()),
+    }];
+    let selector = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: keys::JOBSET_NAME.into(),
+            operator: "Exists".into(),
+            values: None,
+        }]),
+        match_labels: None,
+    };
+    (rules, selector)
+}
+
+/// `mjobset.kb.io` (defaults JobSets on CREATE) and `mpod.kb.io` (exclusive placement and, in pod-pinning mode, the
+/// pinning of gang pods: [`super::pod`]). `mpod.kb.io` is `IfNeeded`: a later webhook that rewrites affinity gets
+/// the pin added back (both of its mutations change nothing the second time).
 pub fn mutating_configuration(target: &Target, ca_bundle: Option<&[u8]>) -> MutatingWebhookConfiguration {
+    let (pod_rules, pod_selector) = pod_rule_and_selector();
     MutatingWebhookConfiguration {
         metadata: ObjectMeta { name: Some(MUTATING_CONFIGURATION.into()), ..Default::default() },
-        webhooks: Some(vec![MutatingWebhook {
-            name: MUTATING_WEBHOOK.into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: target.client_config(MUTATE_PATH, ca_bundle),
-            failure_policy: Some("Fail".into()),
-            side_effects: "None".into(),
-            rules: Some(vec![jobset_rule(&["CREATE"])]),
-            timeout_seconds: Some(10),
-            ..Default::default()
-        }]),
+        webhooks: Some(vec![
+            MutatingWebhook {
+                name: MUTATING_WEBHOOK.into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: target.client_config(MUTATE_PATH, ca_bundle),
+                failure_policy: Some("Fail".into()),
+                side_effects: "None".into(),
+                rules: Some(vec![jobset_rule(&["CREATE"])]),
+                timeout_seconds: Some(10),
+                ..Default::default()
+            },
+            MutatingWebhook {
+                name: MUTATING_POD_WEBHOOK.into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: target.client_config(MUTATE_POD_PATH, ca_bundle),
+                failure_policy: Some("Fail".into()),
+                side_effects: "None".into(),
+                rules: Some(pod_rules),
+                object_selector: Some(pod_selector),
+                reinvocation_policy: Some("IfNeeded".into()),
+                timeout_seconds: Some(10),
+                ..Default::default()
+            },
+        ]),
     }
 }
 
-/// `vjobset.kb.io`: validates CREATE and UPDATE.
+/// `vjobset.kb.io` (validates JobSet CREATE and UPDATE) and `vpod.kb.io` (refuses followers of exclusive Jobs until
+/// their leader is scheduled).
 pub fn validating_configuration(target: &Target, ca_bundle: Option<&[u8]>) -> ValidatingWebhookConfiguration {
+    let (pod_rules, pod_selector) = pod_rule_and_selector();
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta { name: Some(VALIDATING_CONFIGURATION.into()), ..Default::default() },
-        webhooks: Some(vec![ValidatingWebhook {
-            name: VALIDATING_WEBHOOK.into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: target.client_config(VALIDATE_PATH, ca_bundle),
-            failure_policy: Some("Fail".into()),
-            side_effects: "None".into(),
-            rules: Some(vec![jobset_rule(&["CREATE", "UPDATE"])]),
-            timeout_seconds: Some(10),
-            ..Default::default()
-        }]),
-    }
-}
-
-/// `mpod.muster.dev`: pins gang pods to their reserved nodes on CREATE. Only JobSet pods are sent (objectSelector),
-/// so `Fail` — a gang pod must not start unpinned — cannot block any other pod. `IfNeeded`: a later webhook that
-/// rewrites affinity gets the pin added back (pinning twice changes nothing).
-pub fn pod_pinning_configuration(target: &Target, ca_bundle: Option<&[u8]>) -> MutatingWebhookConfiguration {
-    MutatingWebhookConfiguration {
-        metadata: ObjectMeta { name: Some(POD_PINNING_CONFIGURATION.into()), ..Default::default() },
-        webhooks: Some(vec![MutatingWebhook {
-            name: POD_PINNING_WEBHOOK.into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: target.client_config(PIN_PATH, ca_bundle),
-            failure_policy: Some("Fail".into()),
-            side_effects: "None".into(),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into()]),
-                resources: Some(vec!["pods".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            object_selector: Some(LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: keys::JOBSET_NAME.into(),
-                    operator: "Exists".into(),
-                    values: None,
-                }]),
-                match_labels: None,
-            }),
-            reinvocation_policy: Some("IfNeeded".into()),
-            timeout_seconds: Some(10),
-            ..Default::default()
-        }]),
+        webhooks: Some(vec![
+            ValidatingWebhook {
+                name: VALIDATING_WEBHOOK.into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: target.client_config(VALIDATE_PATH, ca_bundle),
+                failure_policy: Some("Fail".into()),
+                side_effects: "None".into(),
+                rules: Some(vec![jobset_rule(&["CREATE", "UPDATE"])]),
+                timeout_seconds: Some(10),
+                ..Default::default()
+            },
+            ValidatingWebhook {
+                name: VALIDATING_POD_WEBHOOK.into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: target.client_config(VALIDATE_POD_PATH, ca_bundle),
+                failure_policy: Some("Fail".into()),
+                side_effects: "None".into(),
+                rules: Some(pod_rules),
+                object_selector: Some(pod_selector),
+                timeout_seconds: Some(10),
+                ..Default::default()
+            },
+        ]),
     }
 }
 
@@ -187,19 +205,6 @@ mod tests {
         let service = of_kind(&docs, "Service");
         assert_eq!(service["metadata"]["name"], SERVICE_NAME);
         assert_eq!(of_kind(&docs, "Issuer")["metadata"]["name"], cert["spec"]["issuerRef"]["name"]);
-    }
-
-    #[test]
-    fn deployed_pod_pinning_configuration_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/components/pod-pinning/pod-pinning.yaml");
-        let text = std::fs::read_to_string(path).expect("deploy/components/pod-pinning/pod-pinning.yaml exists");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("pod-pinning.yaml parses");
-        let deployed = of_kind(&docs, "MutatingWebhookConfiguration");
-        let expected = serde_json::to_value(pod_pinning_configuration(&Target::in_cluster(), None)).expect("serialise");
-        assert_eq!(deployed["metadata"]["name"], expected["metadata"]["name"]);
-        assert_eq!(deployed["webhooks"], expected["webhooks"]);
-        let inject = &deployed["metadata"]["annotations"]["cert-manager.io/inject-ca-from"];
-        assert_eq!(inject, "muster-system/muster-serving-cert");
     }
 
     #[test]

@@ -90,6 +90,19 @@ fn is_empty_leaf(v: &Value) -> bool {
     }
 }
 
+/// Runs `f` on the object at `path` under `value`, creating objects on the way and replacing what is not one.
+pub(crate) fn with_object_at(value: &mut Value, path: &[&str], f: impl FnOnce(&mut Map<String, Value>)) {
+    let mut map = match std::mem::take(value) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    match path.split_first() {
+        None => f(&mut map),
+        Some((key, rest)) => with_object_at(map.entry(*key).or_insert(Value::Null), rest, f),
+    }
+    *value = Value::Object(map);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

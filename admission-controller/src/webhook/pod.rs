@@ -1,7 +1,25 @@
-//! Pod pinning: the placement mode for clusters whose scheduler cannot be extended (managed control planes). On pod
-//! CREATE, a pod of an admitted gang gets required node affinity `metadata.name In [<its reserved node>]` (and the
-//! `muster.dev/reserved-node` annotation), so the stock kube-scheduler can put it nowhere else.
+//! The pod webhooks, upstream's `mpod.kb.io` (`/mutate--v1-pod`) and `vpod.kb.io` (`/validate--v1-pod`), on pod
+//! CREATE. They carry two concerns, composed in one mutation:
 //!
+//! 1. **Exclusive placement** (upstream's, [`super::exclusive`]), always: the priority label on every JobSet pod, the
+//!    leader's pod (anti-)affinity, the follower's topology nodeSelector, and the validating webhook's refusal of
+//!    followers created before their leader is scheduled.
+//! 2. **Pod pinning**, in placement mode `pod-pinning` only (for clusters whose scheduler cannot be extended, e.g.
+//!    managed control planes): a pod of an admitted gang gets required node affinity `metadata.name In [<its
+//!    reserved node>]` (and the `muster.dev/reserved-node` annotation), so the stock kube-scheduler can put it
+//!    nowhere else.
+//!
+//! Both only add constraints (pinning ANDs its requirement into every node-selector term; exclusive placement adds
+//! pod (anti-)affinity and a nodeSelector entry), so neither undoes the other: the scheduler must satisfy both.
+//! **Gang placement does not honour exclusive-topology yet** (admission-controller/src/gang/placement.rs packs a
+//! Job into one domain of its configured topology keys where it can, but neither requires that nor keeps other Jobs
+//! out of the domain). A gang JobSet with exclusive-topology whose placement happens to give each Job a domain of
+//! its own runs as placed. Otherwise exclusivity wins: a leader reserved in a domain another Job of its priority
+//! uses, or a follower reserved outside its leader's domain, stays Pending (the scheduler enforces the affinity and
+//! the nodeSelector), the gang does not become ready and is requeued after the pods-ready timeout. In extender mode
+//! the same holds, with the extender narrowing each pod to its reserved node.
+//!
+//! Pinning in detail:
 //! - Pods of a gang that is not admitted are refused: in the normal flow they cannot exist (the JobSet stays
 //!   suspended until admission), and refusing them keeps them off GPUs reserved for others. The Job controller
 //!   retries the creation with backoff.
@@ -17,8 +35,8 @@
 //! that takes longer than the admission timeout the gang is requeued. Clusters that run plain GPU pods next to
 //! gangs should use the extender mode, or keep those pods on other nodes (taints, node pools).
 //!
-//! The webhook configuration selects only pods with the `jobset-name` label (`objectSelector`), so other pods never
-//! reach it and its `failurePolicy: Fail` cannot block them.
+//! The webhook configurations select only pods with the `jobset-name` label (`objectSelector`), so other pods never
+//! reach them and their `failurePolicy: Fail` cannot block them.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,13 +55,16 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use muster_api::{Gang, keys};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use super::exclusive::{self, Denial, PlacementReads};
 use super::http::{Limits, serve_review};
+use super::json::with_object_at;
 use super::review::{ReviewError, encode_review, errored};
 use crate::extender::slots::{GangRecord, Steering, no_slot, not_admitted, pod_slot, unlabelled};
 
-pub const PIN_PATH: &str = "/mutate--v1-pod";
+pub const MUTATE_POD_PATH: &str = "/mutate--v1-pod";
+pub const VALIDATE_POD_PATH: &str = "/validate--v1-pod";
 
 /// A future returned by a [`GangLookup`].
 pub type GangFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Gang>, String>> + Send + 'a>>;
@@ -137,14 +158,13 @@ pub fn decide(pod: &Pod, gang: Option<&Gang>) -> PinDecision {
     }
 }
 
-/// The JSON patch that pins the pod `raw` (as it arrived) to `nodes`: the requirement is added to every required
-/// node-selector term (terms are ORed, so each must carry it), or as the only term; with one node, the
-/// `muster.dev/reserved-node` annotation names it. Already pinned: an empty patch, so reinvocation is harmless.
-pub fn pin_patch(raw: &Value, nodes: &[String]) -> json_patch::Patch {
+/// Pins the pod `raw` (as JSON) to `nodes`: the requirement is added to every required node-selector term (terms
+/// are ORed, so each must carry it), or as the only term; with one node, the `muster.dev/reserved-node` annotation
+/// names it. Already pinned: nothing changes, so reinvocation is harmless.
+pub fn pin(raw: &mut Value, nodes: &[String]) {
     let requirement = json!({"key": "metadata.name", "operator": "In", "values": nodes});
-    let mut pinned = raw.clone();
     let path = ["spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"];
-    with_object_at(&mut pinned, &path, |required| {
+    with_object_at(raw, &path, |required| {
         let terms = required.entry("nodeSelectorTerms").or_insert(Value::Null);
         let mut list = match std::mem::take(terms) {
             Value::Array(list) if !list.is_empty() => list,
@@ -166,28 +186,30 @@ pub fn pin_patch(raw: &Value, nodes: &[String]) -> json_patch::Patch {
         *terms = Value::Array(list);
     });
     if let [node] = nodes {
-        with_object_at(&mut pinned, &["metadata", "annotations"], |annotations| {
+        with_object_at(raw, &["metadata", "annotations"], |annotations| {
             annotations.insert(keys::RESERVED_NODE.to_owned(), json!(node));
         });
     }
-    json_patch::diff(raw, &pinned)
 }
 
-/// Runs `f` on the object at `path` under `value`, creating objects on the way and replacing what is not one.
-fn with_object_at(value: &mut Value, path: &[&str], f: impl FnOnce(&mut Map<String, Value>)) {
-    let mut map = match std::mem::take(value) {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    match path.split_first() {
-        None => f(&mut map),
-        Some((key, rest)) => with_object_at(map.entry(*key).or_insert(Value::Null), rest, f),
-    }
-    *value = Value::Object(map);
+/// What the pod webhooks need besides the review.
+#[derive(Clone)]
+pub struct PodWebhooks {
+    /// Reads for exclusive placement (a follower's leader, the leader's node).
+    pub reads: Arc<dyn PlacementReads>,
+    /// Placement mode `pod-pinning`: Gangs to pin pods by; `None` pins nothing.
+    pub pinning: Option<Arc<dyn GangLookup>>,
 }
 
-/// Answers one AdmissionReview for a pod.
-pub async fn review(gangs: &dyn GangLookup, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
+/// A CREATE review of a pod, decoded: the request, the pod as sent, and the pod as our types read it.
+struct PodReview {
+    response: AdmissionResponse,
+    raw: Value,
+    pod: Pod,
+}
+
+/// Decodes a review; `Err` is the answer to send at once (not a pod, not a CREATE, a pod our types cannot read).
+fn decode(body: &[u8]) -> Result<Result<PodReview, AdmissionResponse>, ReviewError> {
     let value: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_value(value.clone()).map_err(ReviewError::NotAReview)?;
@@ -196,70 +218,113 @@ pub async fn review(gangs: &dyn GangLookup, body: &[u8]) -> Result<Vec<u8>, Revi
     let kind = &request.kind;
     if !(kind.group.is_empty() && kind.kind == "Pod") {
         let message = format!("expected a Pod but got a {}/{} {}", kind.group, kind.version, kind.kind);
-        return Ok(encode_review(errored(response, 400, &message)));
+        return Ok(Err(errored(response, 400, &message)));
     }
     let raw = value.pointer("/request/object").filter(|o| !o.is_null());
-    let (Operation::Create, Some(raw)) = (&request.operation, raw) else { return Ok(encode_review(response)) };
+    let (Operation::Create, Some(raw)) = (&request.operation, raw) else { return Ok(Err(response)) };
     // A pod our types cannot read is one the API server will reject with a better message.
-    let Ok(mut pod) = serde_json::from_value::<Pod>(raw.clone()) else { return Ok(encode_review(response)) };
+    let Ok(mut pod) = serde_json::from_value::<Pod>(raw.clone()) else { return Ok(Err(response)) };
     if pod.metadata.namespace.as_deref().is_none_or(str::is_empty) {
         pod.metadata.namespace.clone_from(&request.namespace);
     }
+    Ok(Ok(PodReview { response, raw: raw.clone(), pod }))
+}
+
+fn deny(response: AdmissionResponse, denial: Denial) -> AdmissionResponse {
+    let mut denied = response.deny(denial.message);
+    denied.result.code = denial.code;
+    denied.result.reason = denial.reason.into();
+    denied
+}
+
+impl PodWebhooks {
+    /// `mpod.kb.io`: answers one AdmissionReview (the raw request body).
+    pub async fn mutate(&self, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
+        let PodReview { response, raw, pod } = match decode(body)? {
+            Ok(review) => review,
+            Err(answer) => return Ok(encode_review(answer)),
+        };
+        // Pinning first: a pod it refuses needs no lookups.
+        let nodes = match &self.pinning {
+            Some(gangs) => match pin_decision(&**gangs, &pod).await {
+                Ok(PinDecision::Pin(nodes)) => Some(nodes),
+                Ok(PinDecision::Allow) => None,
+                // controller-runtime's `admission.Denied`: 403 Forbidden.
+                Ok(PinDecision::Deny(reason)) => return Ok(encode_review(deny(response, Denial::forbidden(reason)))),
+                // Without the Gang nothing safe can be decided; refusing lets the Job controller try again.
+                Err(message) => return Ok(encode_review(errored(response, 500, &message))),
+            },
+            None => None,
+        };
+        let mut patched = raw.clone();
+        if let Err(denial) = exclusive::mutate(&*self.reads, &pod, &mut patched).await {
+            return Ok(encode_review(deny(response, denial)));
+        }
+        if let Some(nodes) = nodes {
+            pin(&mut patched, &nodes);
+        }
+        let patch = json_patch::diff(&raw, &patched);
+        let answer = if patch.0.is_empty() {
+            response
+        } else {
+            match response.clone().with_patch(patch) {
+                Ok(patched) => patched,
+                Err(e) => errored(response, 500, &e.to_string()),
+            }
+        };
+        Ok(encode_review(answer))
+    }
+
+    /// `vpod.kb.io`: answers one AdmissionReview (the raw request body).
+    pub async fn validate(&self, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
+        let PodReview { response, pod, .. } = match decode(body)? {
+            Ok(review) => review,
+            Err(answer) => return Ok(encode_review(answer)),
+        };
+        Ok(encode_review(match exclusive::validate(&*self.reads, &pod).await {
+            Ok(()) => response,
+            Err(denial) => deny(response, denial),
+        }))
+    }
+}
+
+/// The pinning decision for a pod, reading its JobSet's Gang; `Err` when the Gang cannot be read.
+async fn pin_decision(gangs: &dyn GangLookup, pod: &Pod) -> Result<PinDecision, String> {
     // Bound at creation: the scheduler is not involved, nothing to pin.
     if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
-        return Ok(encode_review(response));
+        return Ok(PinDecision::Allow);
     }
     // The objectSelector sends only JobSet pods; anything else passes unchanged.
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let Some(jobset) = pod.metadata.labels.as_ref().and_then(|l| l.get(keys::JOBSET_NAME)).cloned() else {
-        return Ok(encode_review(response));
+    let Some(jobset) = pod.metadata.labels.as_ref().and_then(|l| l.get(keys::JOBSET_NAME)) else {
+        return Ok(PinDecision::Allow);
     };
-    let gang = match gangs.get(&namespace, &jobset).await {
-        Ok(gang) => gang,
-        // Without the Gang nothing safe can be decided; refusing lets the Job controller try again.
-        Err(e) => {
-            let message = format!("reading gang {namespace}/{jobset}: {e}");
-            return Ok(encode_review(errored(response, 500, &message)));
-        }
-    };
-    let answer = match decide(&pod, gang.as_ref()) {
-        PinDecision::Allow => response,
-        // controller-runtime's `admission.Denied`: 403 Forbidden.
-        PinDecision::Deny(reason) => {
-            let mut denied = response.deny(reason);
-            denied.result.code = 403;
-            denied.result.reason = "Forbidden".into();
-            denied
-        }
-        PinDecision::Pin(nodes) => {
-            let patch = pin_patch(raw, &nodes);
-            if patch.0.is_empty() {
-                response
-            } else {
-                match response.clone().with_patch(patch) {
-                    Ok(patched) => patched,
-                    Err(e) => errored(response, 500, &e.to_string()),
-                }
-            }
-        }
-    };
-    Ok(encode_review(answer))
+    let gang = gangs.get(&namespace, jobset).await.map_err(|e| format!("reading gang {namespace}/{jobset}: {e}"))?;
+    Ok(decide(pod, gang.as_ref()))
 }
 
 #[derive(Clone)]
-struct PinState {
-    gangs: Arc<dyn GangLookup>,
+struct PodState {
+    webhooks: Arc<PodWebhooks>,
     limits: Limits,
 }
 
-/// `POST /mutate--v1-pod`.
-pub fn router(gangs: Arc<dyn GangLookup>, limits: Limits) -> Router {
-    Router::new().route(PIN_PATH, post(pin)).with_state(PinState { gangs, limits })
+/// `POST /mutate--v1-pod` and `POST /validate--v1-pod`.
+pub fn router(webhooks: PodWebhooks, limits: Limits) -> Router {
+    Router::new()
+        .route(MUTATE_POD_PATH, post(mutate))
+        .route(VALIDATE_POD_PATH, post(validate))
+        .with_state(PodState { webhooks: Arc::new(webhooks), limits })
 }
 
-async fn pin(State(state): State<PinState>, request: Request) -> Response {
-    let gangs = state.gangs.clone();
-    serve_review(state.limits, request, move |body| async move { review(&*gangs, &body).await }).await
+async fn mutate(State(state): State<PodState>, request: Request) -> Response {
+    let webhooks = state.webhooks.clone();
+    serve_review(state.limits, request, move |body| async move { webhooks.mutate(&body).await }).await
+}
+
+async fn validate(State(state): State<PodState>, request: Request) -> Response {
+    let webhooks = state.webhooks.clone();
+    serve_review(state.limits, request, move |body| async move { webhooks.validate(&body).await }).await
 }
 
 #[cfg(test)]
@@ -272,9 +337,9 @@ mod tests {
         serde_json::to_value(pod).expect("pod json")
     }
 
-    fn apply(raw: &Value, patch: &json_patch::Patch) -> Value {
+    fn pin_copy(raw: &Value, nodes: &[String]) -> Value {
         let mut out = raw.clone();
-        json_patch::patch(&mut out, patch).expect("patch applies");
+        pin(&mut out, nodes);
         out
     }
 
@@ -314,11 +379,11 @@ mod tests {
         let node = vec!["gpu-1".to_owned()];
         let requirement = json!({"key": "metadata.name", "operator": "In", "values": ["gpu-1"]});
         let bare = raw(&jobset_pod("ml", "t", "w", "0", Some("0")));
-        let pinned = apply(&bare, &pin_patch(&bare, &node));
+        let pinned = pin_copy(&bare, &node);
         let required = &pinned["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
         assert_eq!(required["nodeSelectorTerms"], json!([{"matchFields": [requirement]}]));
         assert_eq!(pinned["metadata"]["annotations"][keys::RESERVED_NODE], "gpu-1");
-        assert!(pin_patch(&pinned, &node).0.is_empty(), "pinning twice changes nothing");
+        assert_eq!(pin_copy(&pinned, &node), pinned, "pinning twice changes nothing");
         // The pinned object is still a Pod.
         serde_json::from_value::<Pod>(pinned).expect("still a pod");
 
@@ -327,7 +392,7 @@ mod tests {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]},
                                   {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["b"]}]}]}},
             "podAntiAffinity": {"x-unknown": 1}});
-        let pinned = apply(&with_affinity, &pin_patch(&with_affinity, &node));
+        let pinned = pin_copy(&with_affinity, &node);
         let terms = &pinned["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
         for term in terms.as_array().expect("terms") {
             assert_eq!(term["matchFields"], json!([requirement]));
@@ -337,13 +402,13 @@ mod tests {
 
         // Several nodes: one requirement, no annotation.
         let two = vec!["a".to_owned(), "b".to_owned()];
-        let pinned = apply(&bare, &pin_patch(&bare, &two));
+        let pinned = pin_copy(&bare, &two);
         assert!(pinned["metadata"]["annotations"].get(keys::RESERVED_NODE).is_none());
         // Garbage where objects belong is replaced rather than panicking.
         let mut odd = bare.clone();
         odd["spec"]["affinity"] = json!("nope");
         odd["metadata"]["annotations"] = json!(3);
-        let pinned = apply(&odd, &pin_patch(&odd, &node));
+        let pinned = pin_copy(&odd, &node);
         assert_eq!(pinned["metadata"]["annotations"][keys::RESERVED_NODE], "gpu-1");
     }
 }
