@@ -108,6 +108,11 @@ pub struct Args {
     /// waitForPodsReady.timeout).
     #[arg(long, value_parser = humantime_secs, default_value = "300")]
     pub pods_ready_timeout: Duration,
+    /// How long a running gang that lost readiness (a failed pod, a group restart) has to be ready again before
+    /// it is suspended and requeued (Kueue's waitForPodsReady.recoveryTimeout); default: --pods-ready-timeout;
+    /// 0 turns it off.
+    #[arg(long, value_parser = humantime_secs)]
+    pub pods_ready_recovery_timeout: Option<Duration>,
     /// First requeue delay after a pods-ready timeout; doubles per consecutive timeout.
     #[arg(long, value_parser = humantime_secs, default_value = "60")]
     pub requeue_backoff_base: Duration,
@@ -147,6 +152,7 @@ impl Args {
     pub fn admission_settings(&self) -> Result<Settings, QueuesConfigError> {
         let pods_ready = PodsReadyConfig {
             timeout: self.pods_ready_timeout,
+            recovery_timeout: self.pods_ready_recovery_timeout,
             backoff_base: self.requeue_backoff_base,
             backoff_max: self.requeue_backoff_max,
             requeuing_limit: self.requeuing_limit,

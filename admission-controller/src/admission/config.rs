@@ -7,6 +7,7 @@
 //!     headHoldAfter: 0s          # hold nodes for the head gang at once: strict order
 //!     podsReady:
 //!       timeout: 10m
+//!       recoveryTimeout: 5m      # a running gang that lost readiness; default: timeout; 0s turns it off
 //!       backoffBase: 1m
 //!       backoffMax: 1h
 //!       requeuingLimit: 5        # then the gang is given up (Inadmissible, left suspended)
@@ -48,6 +49,7 @@ struct QueueFile {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PodsReadyFile {
     timeout: Option<String>,
+    recovery_timeout: Option<String>,
     backoff_base: Option<String>,
     backoff_max: Option<String>,
     requeuing_limit: Option<u32>,
@@ -109,6 +111,9 @@ pub fn parse(text: &str, default: &QueueConfig) -> Result<BTreeMap<String, Queue
             if let Some(v) = &p.timeout {
                 config.pods_ready.timeout = duration("podsReady.timeout", v)?;
             }
+            if let Some(v) = &p.recovery_timeout {
+                config.pods_ready.recovery_timeout = Some(duration("podsReady.recoveryTimeout", v)?);
+            }
             if let Some(v) = &p.backoff_base {
                 config.pods_ready.backoff_base = duration("podsReady.backoffBase", v)?;
             }
@@ -156,11 +161,13 @@ mod tests {
     #[test]
     fn queues_override_only_what_they_name() {
         let default = QueueConfig::default();
-        let text = "queues:\n  research:\n    headHoldAfter: 0s\n    podsReady:\n      timeout: 10m\n      requeuingLimit: 5\n      requeueTimestamp: Creation\n  batch: {}\n";
+        let text = "queues:\n  research:\n    headHoldAfter: 0s\n    podsReady:\n      timeout: 10m\n      recoveryTimeout: 0s\n      requeuingLimit: 5\n      requeueTimestamp: Creation\n  batch: {}\n";
         let queues = parse(text, &default).expect("parse");
         let research = &queues["research"];
         assert_eq!(research.head_hold_after, Duration::ZERO);
         assert_eq!(research.pods_ready.timeout, Duration::from_secs(600));
+        assert_eq!(research.pods_ready.recovery(), None, "0s turns recovery off");
+        assert_eq!(default.pods_ready.recovery(), Some(default.pods_ready.timeout), "the timeout, unless set");
         assert_eq!(research.pods_ready.requeuing_limit, Some(5));
         assert_eq!(research.pods_ready.requeue_timestamp, RequeueTimestamp::Creation);
         assert_eq!(research.pods_ready.backoff_base, default.pods_ready.backoff_base);

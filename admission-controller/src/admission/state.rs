@@ -87,6 +87,28 @@ pub const REQUEUE_PODS_READY_TIMEOUT: &str = "PodsReadyTimeout";
 /// Slots moved off a node whose GPU died under the reservation (counted with the requeues, by this reason).
 pub const REQUEUE_UNHEALTHY_GPU: &str = "UnhealthyGPU";
 
+/// Which pods-ready deadline passed, and how many pods were ready (or done) then.
+#[derive(Clone, Copy, Debug)]
+enum Timeout {
+    /// Admitted, and not every pod ready within the timeout.
+    Admission { ready: usize, timeout: Duration },
+    /// Running, lost readiness, and not ready again within the recovery timeout.
+    Recovery { ready: usize, timeout: Duration },
+}
+
+impl Timeout {
+    fn what(self, total: u32) -> String {
+        match self {
+            Timeout::Admission { ready, timeout } => {
+                format!("{ready} of {total} pods were ready after {}s", timeout.as_secs())
+            }
+            Timeout::Recovery { ready, timeout } => {
+                format!("the gang lost readiness and {ready} of {total} pods were ready {}s later", timeout.as_secs())
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct JobSetView {
     name: String,
@@ -106,6 +128,9 @@ struct Tracked {
     desired: GangStatus,
     /// The model generation the reason was computed at.
     explained_at: Option<u64>,
+    /// Since when a Running gang has had fewer pods ready (or done) than it has pods. In memory only: after a
+    /// controller restart the recovery clock starts again, which errs on the side of waiting longer.
+    unready_since: Option<SystemTime>,
 }
 
 /// See the module documentation.
@@ -120,7 +145,8 @@ pub struct Admission {
     gangs: HashMap<GangKey, Tracked>,
     /// Gangs asked for and not seen yet.
     creating: HashSet<GangKey>,
-    /// Ready pods per gang.
+    /// Pods per gang that are ready or succeeded (Kueue's PodsReady counts both: a pod that finished its work
+    /// before the last one became ready does not hold the gang back).
     ready: HashMap<GangKey, HashSet<String>>,
 }
 
@@ -227,8 +253,14 @@ impl Admission {
             return;
         }
         let stored = gang.status.clone().unwrap_or_default();
-        let mut tracked =
-            Tracked { queue: gang.spec.queue.clone(), demand, desired: stored.clone(), stored, explained_at: None };
+        let mut tracked = Tracked {
+            queue: gang.spec.queue.clone(),
+            demand,
+            desired: stored.clone(),
+            stored,
+            explained_at: None,
+            unready_since: None,
+        };
         match (tracked.stored.phase, &tracked.demand) {
             (GangPhase::Admitted | GangPhase::Running, Ok(demand)) => {
                 match per_node_of(demand, &tracked.stored.placement) {
@@ -300,7 +332,8 @@ impl Admission {
         }
         if let Some(gang) = objects::pod_gang(pod) {
             let ready = self.ready.entry(gang).or_default();
-            if holds_node && objects::pod_ready(pod) {
+            let succeeded = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded");
+            if (holds_node && objects::pod_ready(pod)) || succeeded {
                 ready.insert(name.to_owned());
             } else {
                 ready.remove(name);
@@ -454,31 +487,48 @@ impl Admission {
                 }
                 continue;
             }
-            if t.desired.phase != GangPhase::Admitted {
+            if !matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running) {
                 continue;
             }
             let Ok(demand) = &t.demand else { continue };
             let ready = self.ready.get(key).map_or(0, HashSet::len);
-            let admitted_at = t.desired.admitted_at.as_ref().map_or(now, system_time);
-            if ready as u64 >= u64::from(demand.total_pods()) {
-                t.desired.phase = GangPhase::Running;
-                t.desired.running_at = Some(time(now));
-                t.desired.reason = Some("every pod of the gang is ready".to_owned());
-                report.running.push((t.queue.clone(), now.duration_since(admitted_at).unwrap_or_default()));
-                continue;
-            }
+            let all_ready = ready as u64 >= u64::from(demand.total_pods());
             let config = &self.queues.config(&t.queue).pods_ready;
-            if now < pods_ready_deadline(config, admitted_at) {
-                continue;
-            }
+            let timeout = if t.desired.phase == GangPhase::Admitted {
+                let admitted_at = t.desired.admitted_at.as_ref().map_or(now, system_time);
+                if all_ready {
+                    t.desired.phase = GangPhase::Running;
+                    t.desired.running_at = Some(time(now));
+                    t.desired.reason = Some("every pod of the gang is ready".to_owned());
+                    report.running.push((t.queue.clone(), now.duration_since(admitted_at).unwrap_or_default()));
+                    continue;
+                }
+                if now < pods_ready_deadline(config, admitted_at) {
+                    continue;
+                }
+                Timeout::Admission { ready, timeout: config.timeout }
+            } else {
+                // Running: a failed pod or a group restart took readiness away; it must come back in time.
+                let Some(limit) = config.recovery().filter(|_| !all_ready) else {
+                    t.unready_since = None;
+                    continue;
+                };
+                let since = *t.unready_since.get_or_insert(now);
+                if now.duration_since(since).unwrap_or_default() < limit {
+                    continue;
+                }
+                Timeout::Recovery { ready, timeout: limit }
+            };
+            t.unready_since = None;
             let requeues = u32::try_from(t.desired.requeue_count).unwrap_or(0);
             let decision = on_pods_ready_timeout(config, requeues, now);
-            let timeout = config.timeout;
             self.model.release(key);
             let arrival = t.desired.queued_at.as_ref().map_or(now, system_time);
             report.requeued.push((t.queue.clone(), REQUEUE_PODS_READY_TIMEOUT));
             t.desired.placement.clear();
             t.desired.admitted_at = None;
+            t.desired.running_at = None;
+            let total = demand.total_pods();
             match decision {
                 RequeueDecision::Requeue { requeue_count, eligible_at } => {
                     self.queues.requeue(demand.clone(), arrival, decision, now);
@@ -486,9 +536,8 @@ impl Admission {
                     t.desired.requeue_count = i32::try_from(requeue_count).unwrap_or(i32::MAX);
                     let wait = eligible_at.duration_since(now).unwrap_or_default();
                     t.desired.reason = Some(format!(
-                        "{ready} of {} pods were ready after {}s; suspended, GPUs released, queued again after {}s",
-                        demand.total_pods(),
-                        timeout.as_secs(),
+                        "{}; suspended, GPUs released, queued again after {}s",
+                        timeout.what(total),
                         wait.as_secs()
                     ));
                 }
@@ -496,8 +545,8 @@ impl Admission {
                     t.desired.phase = GangPhase::Inadmissible;
                     t.desired.requeue_count = i32::try_from(requeue_count).unwrap_or(i32::MAX);
                     t.desired.reason = Some(format!(
-                        "pods were not all ready within {}s {requeue_count} times; the requeuing limit is reached",
-                        timeout.as_secs()
+                        "{}; requeued {requeue_count} times, the requeuing limit is reached",
+                        timeout.what(total)
                     ));
                 }
             }
@@ -907,6 +956,95 @@ mod tests {
         a.pod_applied(&pod(1, "True"));
         let r = a.tick(at(10));
         assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Running)]);
+    }
+
+    fn first_pod(i: u32, phase: &str, ready: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": format!("first-w-0-{i}"), "namespace": "ml",
+                "labels": {"jobset.sigs.k8s.io/jobset-name": "first"}},
+            "spec": {"nodeName": format!("gpu-{i}"), "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]}}))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_running_gang_that_loses_readiness_has_the_recovery_timeout_to_regain_it() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({}))]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        a.pod_applied(&first_pod(0, "Running", "True"));
+        a.pod_applied(&first_pod(1, "Running", "True"));
+        let r = a.tick(at(10));
+        store_all(&mut a, &r);
+        // A pod finished its work early: done counts as ready, nothing happens however long it takes.
+        a.pod_applied(&first_pod(1, "Succeeded", "False"));
+        let r = a.tick(at(20));
+        assert!(writes(&r).is_empty(), "{:?}", writes(&r));
+        let r = a.tick(at(20 + 400));
+        assert!(writes(&r).is_empty(), "a succeeded pod is not a lost one: {:?}", writes(&r));
+
+        // A group restart recreated the pod, and it does not become ready: 300 s (the timeout) later, requeued.
+        a.pod_deleted("ml", "first-w-0-1", Some("first"));
+        a.pod_applied(&first_pod(1, "Pending", "False"));
+        let lost = 500;
+        let r = a.tick(at(lost));
+        assert!(writes(&r).is_empty(), "{:?}", writes(&r));
+        let r = a.tick(at(lost + 299));
+        assert!(writes(&r).is_empty(), "within the recovery timeout: {:?}", writes(&r));
+        let r = a.tick(at(lost + 300));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Requeued)]);
+        assert_eq!(a.model().reservations().count(), 0, "its GPUs are released");
+        let status = match &r.actions[..] {
+            [Action::WriteStatus { status, .. }] => status.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            status.reason.as_deref(),
+            Some(
+                "the gang lost readiness and 1 of 2 pods were ready 300s later; suspended, GPUs released, queued \
+                 again after 60s"
+            )
+        );
+        assert!(status.running_at.is_none() && status.placement.is_empty());
+
+        // Ready again in time: the clock stops; and with the recovery timeout turned off nothing is ever requeued.
+        let mut settings = Settings::default();
+        settings.default_queue.pods_ready.recovery_timeout = Some(Duration::ZERO);
+        for (settings, lost_for) in [(Settings::default(), 200), (settings, 5000)] {
+            let mut a = Admission::new(settings);
+            for i in 0..2 {
+                let (n, g) = node(&format!("gpu-{i}"));
+                a.node_applied(&n);
+                let mut g = g;
+                if let Some(s) = g.status.as_mut() {
+                    s.heartbeat_time = Some(time(at(lost_for + 100)));
+                }
+                a.gpunode_applied(&g);
+            }
+            a.jobset_applied(&jobset("first", 8, 2, json!({})));
+            let r = a.tick(at(1));
+            for action in r.actions {
+                if let Action::CreateGang(gang) = action {
+                    a.gang_applied(&gang, at(1));
+                }
+            }
+            let r = a.tick(at(2));
+            store_all(&mut a, &r);
+            a.pod_applied(&first_pod(0, "Running", "True"));
+            a.pod_applied(&first_pod(1, "Running", "True"));
+            let r = a.tick(at(3));
+            store_all(&mut a, &r);
+            a.pod_applied(&first_pod(1, "Running", "False"));
+            let r = a.tick(at(10));
+            assert!(writes(&r).is_empty());
+            let r = a.tick(at(10 + lost_for));
+            assert!(writes(&r).is_empty(), "{lost_for}: {:?}", writes(&r));
+            a.pod_applied(&first_pod(1, "Running", "True"));
+            let r = a.tick(at(11 + lost_for));
+            assert!(writes(&r).is_empty());
+            a.pod_applied(&first_pod(1, "Running", "False"));
+            let r = a.tick(at(12 + lost_for + 250));
+            assert!(writes(&r).is_empty(), "the clock started again when readiness was lost again");
+        }
     }
 
     #[test]

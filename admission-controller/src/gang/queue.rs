@@ -38,6 +38,9 @@ use super::placement::{EmptyBasis, EmptyOrder, Placement, Restrict, place, place
 pub struct PodsReadyConfig {
     /// How long an admitted gang's pods have to become ready.
     pub timeout: Duration,
+    /// How long a running gang that lost readiness (a pod failed, a group restart recreated its pods) has to be
+    /// ready again (Kueue's `recoveryTimeout`); `None` is the same as `timeout`, zero turns it off.
+    pub recovery_timeout: Option<Duration>,
     /// First requeue delay; doubles per consecutive timeout.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -59,6 +62,7 @@ impl Default for PodsReadyConfig {
     fn default() -> Self {
         PodsReadyConfig {
             timeout: Duration::from_secs(5 * 60),
+            recovery_timeout: None,
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(3600),
             requeuing_limit: None,
@@ -88,6 +92,13 @@ pub enum RequeueDecision {
     Requeue { requeue_count: u32, eligible_at: SystemTime },
     /// The requeuing limit is used up: suspend, release, and stop trying (Kueue deactivates the workload).
     Deactivate { requeue_count: u32 },
+}
+
+impl PodsReadyConfig {
+    /// The recovery timeout in force, or `None` when it is turned off.
+    pub fn recovery(&self) -> Option<Duration> {
+        Some(self.recovery_timeout.unwrap_or(self.timeout)).filter(|t| !t.is_zero())
+    }
 }
 
 /// The delay before the `requeue_count`-th requeue (1-based): `base × 2^(count-1)`, at most `max`.
