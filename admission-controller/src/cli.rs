@@ -158,7 +158,7 @@ impl Args {
             requeuing_limit: self.requeuing_limit,
             ..PodsReadyConfig::default()
         };
-        let default_queue = QueueConfig { head_hold_after: self.head_hold_after, pods_ready };
+        let default_queue = QueueConfig { head_hold_after: self.head_hold_after, pods_ready, ..QueueConfig::default() };
         let queues = match &self.queues_config {
             Some(path) => crate::admission::config::load(&path.to_string_lossy(), &default_queue)?,
             None => BTreeMap::new(),

@@ -39,6 +39,7 @@ fn settings() -> Settings {
         default_queue: QueueConfig {
             head_hold_after: Duration::from_secs(60),
             pods_ready: PodsReadyConfig { timeout: Duration::from_secs(120), ..PodsReadyConfig::default() },
+            ..QueueConfig::default()
         },
         ..Settings::default()
     }

@@ -5,6 +5,7 @@
 //! queues:
 //!   research:
 //!     headHoldAfter: 0s          # hold nodes for the head gang at once: strict order
+//!     weight: 2                  # its share of the GPUs against other queues' (default 1)
 //!     podsReady:
 //!       timeout: 10m
 //!       recoveryTimeout: 5m      # a running gang that lost readiness; default: timeout; 0s turns it off
@@ -42,6 +43,7 @@ struct File {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct QueueFile {
     head_hold_after: Option<String>,
+    weight: Option<u32>,
     pods_ready: Option<PodsReadyFile>,
 }
 
@@ -107,6 +109,17 @@ pub fn parse(text: &str, default: &QueueConfig) -> Result<BTreeMap<String, Queue
         if let Some(v) = &q.head_hold_after {
             config.head_hold_after = duration("headHoldAfter", v)?;
         }
+        match q.weight {
+            Some(0) => {
+                return Err(QueuesConfigError::Value {
+                    queue: queue.clone(),
+                    field: "weight",
+                    message: "must be at least 1".to_owned(),
+                });
+            }
+            Some(w) => config.weight = w,
+            None => {}
+        }
         if let Some(p) = &q.pods_ready {
             if let Some(v) = &p.timeout {
                 config.pods_ready.timeout = duration("podsReady.timeout", v)?;
@@ -161,11 +174,12 @@ mod tests {
     #[test]
     fn queues_override_only_what_they_name() {
         let default = QueueConfig::default();
-        let text = "queues:\n  research:\n    headHoldAfter: 0s\n    podsReady:\n      timeout: 10m\n      recoveryTimeout: 0s\n      requeuingLimit: 5\n      requeueTimestamp: Creation\n  batch: {}\n";
+        let text = "queues:\n  research:\n    headHoldAfter: 0s\n    weight: 3\n    podsReady:\n      timeout: 10m\n      recoveryTimeout: 0s\n      requeuingLimit: 5\n      requeueTimestamp: Creation\n  batch: {}\n";
         let queues = parse(text, &default).expect("parse");
         let research = &queues["research"];
         assert_eq!(research.head_hold_after, Duration::ZERO);
         assert_eq!(research.pods_ready.timeout, Duration::from_secs(600));
+        assert_eq!((research.weight, default.weight), (3, 1));
         assert_eq!(research.pods_ready.recovery(), None, "0s turns recovery off");
         assert_eq!(default.pods_ready.recovery(), Some(default.pods_ready.timeout), "the timeout, unless set");
         assert_eq!(research.pods_ready.requeuing_limit, Some(5));
@@ -181,5 +195,7 @@ mod tests {
         assert!(unknown.to_string().contains("timout"), "{unknown}");
         let bad = parse("queues:\n  q:\n    headHoldAfter: soon\n", &default).expect_err("bad duration");
         assert_eq!(bad.to_string(), "queue \"q\": headHoldAfter: \"soon\" is not a duration like 90s, 10m or 1h30m");
+        let zero = parse("queues:\n  q:\n    weight: 0\n", &default).expect_err("zero weight");
+        assert_eq!(zero.to_string(), "queue \"q\": weight: must be at least 1");
     }
 }

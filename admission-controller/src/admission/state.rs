@@ -396,7 +396,15 @@ impl Admission {
         // Ahead of the queue: an admitted gang whose reserved GPU died gets new nodes before anyone else does.
         self.replace_unhealthy(&mut report);
 
-        let pass = self.queues.pass(&mut self.model, now);
+        // What each queue's admitted gangs hold, for the queues' fair turns.
+        let mut in_use: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, t) in &self.gangs {
+            if let Some(per_node) = self.model.reservation(key) {
+                *in_use.entry(t.queue.clone()).or_default() +=
+                    per_node.values().map(|r| u64::from(r.gpus)).sum::<u64>();
+            }
+        }
+        let pass = self.queues.pass_fair(&mut self.model, now, &in_use);
         for admitted in pass.admitted {
             let Some(t) = self.gangs.get_mut(&admitted.key) else {
                 // Not ours any more (deleted during the pass); give the GPUs back.

@@ -11,6 +11,10 @@
 //!   may backfill only outside those nodes, so whatever frees up there stays for the head, and it is admitted once
 //!   the gangs running there finish. Gangs ahead of it (higher priority) are not restricted. Other queues never use
 //!   a queue's held nodes.
+//! - queues share by weight: a pass ([`Queues::pass_fair`]) gives each queue its turn in order of the GPUs its
+//!   admitted gangs hold per unit of weight, least first (ties by name), counting what earlier turns of the same
+//!   pass admitted. So capacity that frees up goes first to the queue with the smallest share, and no queue wins
+//!   every race because of its name.
 //! - a gang that could not fit even the empty cluster is Inadmissible, with the reason, and is neither head nor
 //!   obstacle; the verdict is revisited when the cluster's capacity changes.
 //!
@@ -77,12 +81,32 @@ pub struct QueueConfig {
     /// of idle GPUs while the held nodes drain); longer lets small gangs backfill freely for a while.
     pub head_hold_after: Duration,
     pub pods_ready: PodsReadyConfig,
+    /// The queue's share of the GPUs relative to other queues' (at least 1): a queue of weight 2 gets its turn
+    /// before a queue of weight 1 until it holds twice the GPUs.
+    pub weight: u32,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { head_hold_after: Duration::from_secs(60), pods_ready: PodsReadyConfig::default() }
+        QueueConfig { head_hold_after: Duration::from_secs(60), pods_ready: PodsReadyConfig::default(), weight: 1 }
     }
+}
+
+/// The queue whose turn is next: least GPUs in use per weight, first by position (names sorted) on a tie.
+fn next_turn(waiting: &[(String, u32)], in_use: &BTreeMap<String, u64>) -> Option<usize> {
+    let share = |(name, weight): &(String, u32)| (in_use.get(name).copied().unwrap_or(0), u128::from((*weight).max(1)));
+    let mut best: Option<usize> = None;
+    for (i, q) in waiting.iter().enumerate() {
+        let (used, weight) = share(q);
+        // used / weight < best_used / best_weight, without division.
+        if best.is_none_or(|b| {
+            let (b_used, b_weight) = share(&waiting[b]);
+            u128::from(used) * b_weight < u128::from(b_used) * weight
+        }) {
+            best = Some(i);
+        }
+    }
+    best
 }
 
 /// What to do with an admitted gang whose pods were not all ready in time.
@@ -337,8 +361,19 @@ impl Queues {
         Some(explain(model, &e.demand, Basis::Now, &holds))
     }
 
-    /// One admission pass at `now` (set the model's clock first). See the module documentation.
+    /// [`Self::pass_fair`] with no GPUs in use by any queue: the queues take their turns by name.
     pub fn pass(&mut self, model: &mut ClusterModel, now: SystemTime) -> PassReport {
+        self.pass_fair(model, now, &BTreeMap::new())
+    }
+
+    /// One admission pass at `now` (set the model's clock first); `in_use` is the GPUs each queue's admitted gangs
+    /// hold. See the module documentation.
+    pub fn pass_fair(
+        &mut self,
+        model: &mut ClusterModel,
+        now: SystemTime,
+        in_use: &BTreeMap<String, u64>,
+    ) -> PassReport {
         let mut report = PassReport::default();
         if self.feasibility_generation != model.capacity_generation() {
             self.feasibility.clear();
@@ -351,8 +386,10 @@ impl Queues {
             .iter()
             .filter_map(|(n, q)| Some((n.clone(), model.node_set(&q.hold.as_ref()?.nodes))))
             .collect();
-        let names: Vec<String> = self.queues.keys().cloned().collect();
-        for name in names {
+        let mut in_use = in_use.clone();
+        let mut waiting: Vec<(String, u32)> = self.queues.iter().map(|(n, q)| (n.clone(), q.config.weight)).collect();
+        while let Some(turn) = next_turn(&waiting, &in_use) {
+            let (name, _) = waiting.remove(turn);
             let Some(queue) = self.queues.get_mut(&name) else { continue };
             let mut excluded = NodeSet::new();
             for (other, set) in &holds {
@@ -391,6 +428,7 @@ impl Queues {
                     && model.reserve(&key, &placement.per_node).is_ok()
                 {
                     report.attempts.push(Attempt { key: key.clone(), queue: name.clone(), outcome: Outcome::Admitted });
+                    *in_use.entry(name.clone()).or_default() += entry.demand.total_gpus();
                     let entry = queue.entries.remove(&key);
                     self.queue_of.remove(&key);
                     report.admitted.push(Admitted {
@@ -616,6 +654,43 @@ mod tests {
         let r = q.pass(&mut m, at(20));
         assert_eq!(admitted(&r), vec!["ml/huge"]);
         assert!(q.explain(&m, &GangKey::parse("ml/big")).is_some_and(|e| e.gpu_shortfall == 16));
+    }
+
+    #[test]
+    fn queues_take_turns_by_gpus_in_use_per_weight() {
+        let waiting = |names: &[(&str, u32)]| -> Vec<(String, u32)> {
+            names.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect()
+        };
+        let in_use = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(n, g)| ((*n).to_owned(), *g)).collect()
+        };
+        let q = waiting(&[("a", 1), ("b", 1), ("c", 2)]);
+        assert_eq!(next_turn(&q, &BTreeMap::new()), Some(0), "nothing in use: by name");
+        assert_eq!(next_turn(&q, &in_use(&[("a", 8)])), Some(1), "b and c hold nothing; b comes first by name");
+        assert_eq!(next_turn(&q, &in_use(&[("a", 8), ("b", 8), ("c", 16)])), Some(0), "c's 16 on weight 2 ties");
+        assert_eq!(next_turn(&q, &in_use(&[("a", 8), ("b", 8), ("c", 8)])), Some(2), "c holds half as much per weight");
+        assert_eq!(next_turn(&[], &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn freed_gpus_go_first_to_the_queue_that_holds_the_fewest() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        let mut q = queues(3600);
+        // Both queues want the node's 8 GPUs; "alpha" would win every race by name.
+        let mut first = gang("ml/alpha-1", &[("w", 1, 1, 8)]);
+        first.queue = "alpha".into();
+        let mut other = gang("ml/zulu-1", &[("w", 1, 1, 8)]);
+        other.queue = "zulu".into();
+        q.enqueue(first, at(0));
+        q.enqueue(other, at(0));
+        let alpha_holds: BTreeMap<String, u64> = [("alpha".to_owned(), 16)].into_iter().collect();
+        let r = q.pass_fair(&mut m, at(1), &alpha_holds);
+        assert_eq!(admitted(&r), ["ml/zulu-1"], "alpha already holds 16 GPUs elsewhere, zulu none");
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        let r = q.pass(&mut m, at(2));
+        assert_eq!(admitted(&r), ["ml/alpha-1"], "without usage, by name");
     }
 
     #[test]
