@@ -138,39 +138,8 @@ fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError
     })
 }
 
-/// GPUs on a node as seen by a pod outside gangs. Gangs are charged as the admission model charges them, per gang
-/// `max(reserved, bound)`: `reserved` plus the gang's pods beyond it, which count as ordinary pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Room {
-    /// Healthy GPUs when the node's GPUNode is trusted; else the device plugin's count, since health is unknown
-    /// (the node may simply run no agent) and only reservations are the extender's to protect.
-    usable: u32,
-    /// Held by pods outside reservations: what preemption could free.
-    preemptible: u32,
-    /// Reserved for gangs, whether their pods run yet or not: preempting a gang's pod frees nothing.
-    reserved: u32,
-}
-
-impl Room {
-    fn free(&self) -> u32 {
-        self.usable.saturating_sub(self.preemptible).saturating_sub(self.reserved)
-    }
-}
-
-fn room(state: &ExtenderState, name: &str) -> Option<Room> {
-    let slot = state.model().slot_by_name(name)?;
-    let node = slot.node.as_ref()?;
-    let usable = if slot.distrust.is_none() { slot.capacity.gpus } else { node.device_plugin_gpus.unwrap_or(0) };
-    let mut r = Room { usable, preemptible: slot.foreign.gpus, reserved: 0 };
-    for u in slot.gangs.values() {
-        r.reserved = r.reserved.saturating_add(u.reserved.gpus);
-        r.preemptible = r.preemptible.saturating_add(u.bound.gpus.saturating_sub(u.reserved.gpus));
-    }
-    Some(r)
-}
-
 fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit {
-    let Some(r) = room(state, name) else { return Fit::Unresolvable(Reason::Fixed(UNKNOWN_NODE)) };
+    let Some(r) = state.room(name) else { return Fit::Unresolvable(Reason::Fixed(UNKNOWN_NODE)) };
     let free = r.free();
     if free >= gpus {
         Fit::Pass
@@ -185,7 +154,7 @@ fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit {
 
 /// Best fit: 10 when the pod fills the node's free GPUs exactly, down to 0 the more room it would leave.
 fn best_fit_score(state: &ExtenderState, name: &str, gpus: u32) -> i64 {
-    match room(state, name) {
+    match state.room(name) {
         Some(r) if r.free() >= gpus && r.usable > 0 => {
             let left = i64::from(r.free() - gpus);
             MAX_EXTENDER_PRIORITY - (MAX_EXTENDER_PRIORITY * left).div_euclid(i64::from(r.usable))
@@ -578,11 +547,11 @@ mod tests {
         s.apply_pod(&bound(gang_pod("a-extra", 2), "gpu-0"));
         s.apply_pod(&bound(with_gpus(jobset_pod("ml", "none", "w", "0", Some("0")), "n", 1), "gpu-1"));
         s.apply_pod(&bound(plain_pod("p", 1), "gpu-2"));
-        let free: Vec<u32> = NODES.iter().filter_map(|n| room(&s, n)).map(|r| r.free()).collect();
+        let free: Vec<u32> = NODES.iter().filter_map(|n| s.room(n)).map(|r| r.free()).collect();
         assert_eq!(free, [3, 3, 7, 8]);
         for n in NODES {
             let id = s.model().id(n).expect("known");
-            assert_eq!(room(&s, n).map(|r| r.free()), Some(s.model().free(id).gpus), "{n}");
+            assert_eq!(s.room(n).map(|r| r.free()), Some(s.model().free(id).gpus), "{n}");
         }
         let r = filter_result(&s, &args(&plain_pod("q", 4), &NODES));
         assert_eq!(passed(&r), ["gpu-2", "gpu-3"]);
@@ -597,14 +566,14 @@ mod tests {
         }
         s.apply_gpunode(&stale);
         assert_eq!(s.model().free(s.model().id("gpu-0").expect("known")).gpus, 0, "admission does not trust it");
-        assert_eq!(room(&s, "gpu-0").map(|r| r.free()), Some(3));
+        assert_eq!(s.room("gpu-0").map(|r| r.free()), Some(3));
         // Trusted with 2 unhealthy GPUs: only the healthy ones are usable.
         s.apply_gpunode(&crate::extender::state::tests::gpunode("gpu-3", 6, 2));
-        assert_eq!(room(&s, "gpu-3").map(|r| r.free()), Some(6));
+        assert_eq!(s.room("gpu-3").map(|r| r.free()), Some(6));
         let r = filter_result(&s, &args(&plain_pod("q", 8), &["gpu-3"]));
         assert_eq!(r.failed_and_unresolvable_nodes["gpu-3"], NO_HEALTHY);
         s.apply_node(&node("gpu-5", 8));
-        assert_eq!(room(&s, "gpu-5").map(|r| r.free()), Some(8), "no GPUNode: the device plugin's count");
+        assert_eq!(s.room("gpu-5").map(|r| r.free()), Some(8), "no GPUNode: the device plugin's count");
     }
 
     #[test]
