@@ -8,10 +8,15 @@
 //! touched, from the model, with the same function the index is checked against ([`Room::of`]); the clock
 //! ([`ExtenderState::set_time`]) recomputes them all, since a heartbeat going stale changes a node's room without
 //! any event.
+//!
+//! And the pods it has *assumed*: where `filter` sent a pod that could otherwise race another for GPUs the
+//! scheduler's own accounting does not protect (see [`super::decide`]), until the pod watch shows the pod bound or
+//! gone, the same pod is filtered again, or [`ASSUMPTION_TTL`] passes. An assumed pod outside gangs counts in its
+//! node's room as a bound one would.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use muster_api::{GPUNode, Gang};
@@ -34,6 +39,12 @@ pub struct Room {
     pub preemptible: u32,
     /// Reserved for gangs, whether their pods run yet or not: preempting a gang's pod frees nothing.
     pub reserved: u32,
+    /// kube-scheduler's own accounting of `nvidia.com/gpu` (NodeResourcesFit: the device plugin's count minus the
+    /// pods it has bound or assumed) would let a pod onto GPUs this room keeps from it: some are reserved for a gang
+    /// whose pods are not bound yet, or fewer GPUs are healthy than the device plugin advertises. On a node that is
+    /// not exposed, the scheduler's count is this room's `free` minus the pods it has placed and we have not seen
+    /// yet, so its own check keeps two pods from sharing GPUs; on an exposed one, only we can.
+    pub exposed: bool,
 }
 
 impl Room {
@@ -48,13 +59,40 @@ impl Room {
         let slot = model.slot_by_name(name)?;
         let node = slot.node.as_ref()?;
         let usable = if slot.distrust.is_none() { slot.capacity.gpus } else { node.device_plugin_gpus.unwrap_or(0) };
-        let mut r = Room { usable, preemptible: slot.foreign.gpus, reserved: 0 };
+        let mut r = Room { usable, preemptible: slot.foreign.gpus, reserved: 0, exposed: false };
+        let mut awaiting = 0u32;
         for u in slot.gangs.values() {
             r.reserved = r.reserved.saturating_add(u.reserved.gpus);
             r.preemptible = r.preemptible.saturating_add(u.bound.gpus.saturating_sub(u.reserved.gpus));
+            awaiting = awaiting.saturating_add(u.reserved.gpus.saturating_sub(u.bound.gpus));
         }
+        r.exposed = awaiting > 0 || usable < node.device_plugin_gpus.unwrap_or(0);
         Some(r)
     }
+}
+
+/// How long an assumed pod counts without the pod watch confirming it. kube-scheduler binds within a second or so
+/// of filtering; a pod whose scheduling cycle failed after our filter is filtered again (which replaces its
+/// assumption) on its next attempt, within the scheduler's 10 s maximum backoff; a pod deleted before binding
+/// never shows up in the bound-pod watch, and this is how its assumption ends.
+pub const ASSUMPTION_TTL: Duration = Duration::from_secs(30);
+
+/// Where `filter` sent a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assumption {
+    pub namespace: String,
+    pub name: String,
+    pub node: Arc<str>,
+    /// GPUs charged to the node's room: a pod outside gangs'; zero for a gang pod, whose GPUs are reserved.
+    pub gpus: u32,
+    /// The slot's Job, for a gang pod without a completion index: it takes one of the Job's open slots there.
+    pub job: Option<(GangKey, JobRef)>,
+}
+
+#[derive(Debug)]
+struct Assumed {
+    assumption: Assumption,
+    until: SystemTime,
 }
 
 /// Node name → [`Room`]. foldhash rather than SipHash: the keys are node names the operator's cluster chose, the
@@ -66,6 +104,8 @@ type RoomIndex = HashMap<Arc<str>, Room, foldhash::fast::RandomState>;
 pub struct ExtenderState {
     model: ClusterModel,
     rooms: RoomIndex,
+    /// By pod (namespace, name).
+    assumed: HashMap<(String, String), Assumed>,
     gangs: HashMap<GangKey, GangEntry>,
     /// Bound pods of JobSets: the Job they belong to and their node.
     bound: HashMap<(String, String), (GangKey, JobRef, Arc<str>)>,
@@ -87,6 +127,7 @@ impl ExtenderState {
         ExtenderState {
             model,
             rooms: RoomIndex::default(),
+            assumed: HashMap::new(),
             gangs: HashMap::new(),
             bound: HashMap::new(),
             job_pods: HashMap::new(),
@@ -102,10 +143,19 @@ impl ExtenderState {
         self.rooms.get(name).copied()
     }
 
-    /// Recomputes the index entry of `name` from the model. Every change to the model goes through a method that
-    /// calls this for each node the change touched.
+    /// The room of `name` from scratch: [`Room::of`] plus the pods assumed there. What the index must equal.
+    pub fn room_from_scratch(&self, name: &str) -> Option<Room> {
+        let mut room = Room::of(&self.model, name)?;
+        for a in self.assumed.values().filter(|a| &*a.assumption.node == name) {
+            room.preemptible = room.preemptible.saturating_add(a.assumption.gpus);
+        }
+        Some(room)
+    }
+
+    /// Recomputes the index entry of `name`. Every change to the model or to the assumed pods goes through a
+    /// method that calls this for each node the change touched.
     fn refresh_room(&mut self, name: &str) {
-        match (Room::of(&self.model, name), self.rooms.get_mut(name)) {
+        match (self.room_from_scratch(name), self.rooms.get_mut(name)) {
             (Some(room), Some(entry)) => *entry = room,
             (Some(room), None) => {
                 self.rooms.insert(Arc::from(name), room);
@@ -125,9 +175,38 @@ impl ExtenderState {
         self.job_pods.get(&(gang.clone(), job.clone()))
     }
 
+    /// Nodes of the pods of this Job of this gang that `filter` sent somewhere and the watch has not shown bound.
+    pub fn assumed_in_job<'s>(&'s self, gang: &'s GangKey, job: &'s JobRef) -> impl Iterator<Item = &'s Arc<str>> {
+        self.assumed.values().filter_map(move |a| match &a.assumption.job {
+            Some((g, j)) if g == gang && j == job => Some(&a.assumption.node),
+            _ => None,
+        })
+    }
+
+    /// Counts a pod where `filter` sent it, replacing what was assumed for it before.
+    pub fn assume(&mut self, assumption: Assumption) {
+        let key = (assumption.namespace.clone(), assumption.name.clone());
+        let node = Arc::clone(&assumption.node);
+        let until = self.model.now() + ASSUMPTION_TTL;
+        let old = self.assumed.insert(key, Assumed { assumption, until });
+        self.refresh_room(&node);
+        if let Some(old) = old.filter(|old| old.assumption.node != node) {
+            self.refresh_room(&old.assumption.node);
+        }
+    }
+
+    /// Drops what was assumed for a pod: it is being filtered again, or the watch now speaks for it.
+    pub fn forget(&mut self, namespace: &str, name: &str) {
+        if let Some(old) = self.assumed.remove(&(namespace.to_owned(), name.to_owned())) {
+            self.refresh_room(&old.assumption.node);
+        }
+    }
+
     /// Heartbeats are judged against this time; the shell advances it periodically.
     pub fn set_time(&mut self, now: SystemTime) {
         self.model.set_time(now);
+        // Expired assumptions go first; the refresh of every room below covers their nodes.
+        self.assumed.retain(|_, a| a.until > now);
         // Only nodes with a Node object have a room, and the clock adds none.
         let names: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
         for name in names {
@@ -171,6 +250,7 @@ impl ExtenderState {
             self.delete_pod(namespace, name);
             return;
         };
+        self.forget(namespace, name);
         let key = (namespace.to_owned(), name.to_owned());
         self.unbind(&key);
         if let Some(Ok(slot)) = pod_slot(pod) {
@@ -189,6 +269,7 @@ impl ExtenderState {
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        self.forget(namespace, name);
         self.unbind(&(namespace.to_owned(), name.to_owned()));
         let node = self.model.pod(namespace, name).map(|old| old.node.clone());
         self.model.delete_pod(namespace, name);
@@ -441,6 +522,13 @@ pub(crate) mod tests {
         },
         GangGone(u8),
         Tick(u64),
+        /// `filter` sent pod `pod` to `node`.
+        Assume {
+            pod: u8,
+            node: u8,
+            gpus: u32,
+        },
+        Forget(u8),
     }
 
     fn event() -> impl proptest::strategy::Strategy<Value = Event> {
@@ -473,6 +561,8 @@ pub(crate) mod tests {
                 .prop_map(|(gang, phase, gpus, slots)| Event::Gang { gang, phase, gpus, slots }),
             (0u8..2).prop_map(Event::GangGone),
             (0u64..120).prop_map(Event::Tick),
+            (0u8..6, 0u8..5, 0u32..=4).prop_map(|(pod, node, gpus)| Event::Assume { pod, node, gpus }),
+            (0u8..6).prop_map(Event::Forget),
         ]
     }
 
@@ -530,12 +620,20 @@ pub(crate) mod tests {
                 *clock += secs;
                 s.set_time(at(*clock));
             }
+            Event::Assume { pod, node: n, gpus } => s.assume(Assumption {
+                namespace: "ml".into(),
+                name: format!("p{pod}"),
+                node: Arc::from(node_name(*n)),
+                gpus: *gpus,
+                job: None,
+            }),
+            Event::Forget(pod) => s.forget("ml", &format!("p{pod}")),
         }
     }
 
     proptest::proptest! {
         /// The free-GPU index never goes stale: after every event, each node's indexed room is the one worked out
-        /// from scratch from the model, and nodes without a Node object have none.
+        /// from scratch from the model and the assumed pods, and nodes without a Node object have none.
         #[test]
         fn the_room_index_matches_the_model_after_every_event(
             events in proptest::collection::vec(event(), 1..60),
@@ -550,7 +648,14 @@ pub(crate) mod tests {
                 let mut known = 0;
                 for n in 0..5 {
                     let name = format!("n{n}");
-                    let scratch = Room::of(s.model(), &name);
+                    let mut scratch = Room::of(s.model(), &name);
+                    let assumed: u32 = s.assumed.values()
+                        .filter(|a| *a.assumption.node == *name && a.until > s.model().now())
+                        .map(|a| a.assumption.gpus)
+                        .sum();
+                    if let Some(r) = scratch.as_mut() {
+                        r.preemptible += assumed;
+                    }
                     proptest::prop_assert_eq!(s.room(&name), scratch, "node {} after event {}: {:?}", name, i, e);
                     known += usize::from(scratch.is_some());
                 }
