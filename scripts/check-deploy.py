@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "monitoring/muster.rules.yaml"
 
-INSTALLS = ["deploy", "deploy/variants/self-managed-certs", "deploy/variants/pod-pinning"]
+INSTALLS = ["deploy", "deploy/variants/self-managed-certs", "deploy/variants/pod-pinning",
+            "deploy/variants/pod-pinning-self-managed-certs"]
 MONITORING = "deploy/monitoring"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
@@ -97,7 +98,7 @@ def check_installs(rendered):
         args, pod = admission_args(path, docs)
         scheduler = find(docs, "Deployment", "muster-scheduler")
         pinning = find(docs, "MutatingWebhookConfiguration", "muster-pod-pinning-webhook-configuration")
-        if path.endswith("pod-pinning"):
+        if "pod-pinning" in path:
             if scheduler is not None or pinning is None:
                 fail(f"{path}: pod-pinning must serve the pod webhook and run no second scheduler")
             if "--placement-mode=pod-pinning" not in args or any(a.startswith("--gang-scheduler-name") for a in args):
@@ -109,7 +110,7 @@ def check_installs(rendered):
                 fail(f"{path}: muster-admission args {args}: want --gang-scheduler-name=muster-scheduler")
         cert_manager = [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")
                         or "cert-manager.io/inject-ca-from" in (d["metadata"].get("annotations") or {})]
-        if path.endswith("self-managed-certs"):
+        if "self-managed-certs" in path:
             if cert_manager:
                 fail(f"{path}: still uses cert-manager: {[key(d) for d in cert_manager]}")
             if "--self-managed-certs" not in args:

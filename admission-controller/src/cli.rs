@@ -134,6 +134,21 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
+/// Where the self-managed certificates live and which webhook configurations must trust them: the JobSet ones,
+/// and in placement mode `pod-pinning` the pod webhook's too.
+fn self_managed(args: &Args) -> SelfManaged {
+    SelfManaged {
+        namespace: args.namespace.clone(),
+        secret_name: args.webhook_secret_name.clone(),
+        service_name: args.webhook_service_name.clone(),
+        mutating_configuration: config::MUTATING_CONFIGURATION.into(),
+        validating_configuration: config::VALIDATING_CONFIGURATION.into(),
+        pod_pinning_configuration: (args.placement_mode == PlacementMode::PodPinning)
+            .then(|| config::POD_PINNING_CONFIGURATION.into()),
+        refresh: Duration::from_secs(60 * 60),
+    }
+}
+
 /// The default of `--gpu-heartbeat-timeout`, which admission and the extender sidecar both take (the same value
 /// must reach both, or they disagree about which nodes' GPUs are trusted).
 pub(crate) const GPU_HEARTBEAT_TIMEOUT: &str = "90";
@@ -240,14 +255,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let store = CertStore::new();
     let cert_task = if args.self_managed_certs {
-        let self_managed = SelfManaged {
-            namespace: args.namespace.clone(),
-            secret_name: args.webhook_secret_name.clone(),
-            service_name: args.webhook_service_name.clone(),
-            mutating_configuration: config::MUTATING_CONFIGURATION.into(),
-            validating_configuration: config::VALIDATING_CONFIGURATION.into(),
-            refresh: Duration::from_secs(60 * 60),
-        };
+        let self_managed = self_managed(&args);
         tokio::spawn(run_self_managed(client.clone(), self_managed, store.clone()))
     } else {
         let poll = Duration::from_secs(args.cert_poll_seconds.max(1));
@@ -417,6 +425,10 @@ mod tests {
     fn placement_mode_and_extender_subcommand() {
         let args = Args::try_parse_from(["muster-admission", "--placement-mode", "pod-pinning"]).expect("parse");
         assert_eq!(args.placement_mode, PlacementMode::PodPinning);
+        // Self-managed certificates: the pod webhook's configuration must trust them too, in that mode only.
+        assert_eq!(self_managed(&args).pod_pinning_configuration.as_deref(), Some(config::POD_PINNING_CONFIGURATION));
+        let default = Args::try_parse_from(["muster-admission"]).expect("parse");
+        assert_eq!(self_managed(&default).pod_pinning_configuration, None);
         let args = Args::try_parse_from([
             "muster-admission",
             "extender",

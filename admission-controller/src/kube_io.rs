@@ -48,6 +48,9 @@ pub struct SelfManaged {
     pub service_name: String,
     pub mutating_configuration: String,
     pub validating_configuration: String,
+    /// The pod-pinning webhook's configuration, in placement mode `pod-pinning` (the webhook server then serves it
+    /// on the same certificate).
+    pub pod_pinning_configuration: Option<String>,
     /// How often the Secret and the `caBundle`s are checked again.
     pub refresh: Duration,
 }
@@ -177,18 +180,19 @@ pub async fn ensure_secret(client: &Client, cfg: &SelfManaged) -> Result<StoredC
         .ok_or_else(|| SelfManagedError::SecretContention(cfg.secret_name.clone()))
 }
 
-/// Sets `caBundle` on every webhook of both configurations (get, modify, replace: `webhooks` is a list, which a
-/// merge patch would replace wholesale).
+/// Sets `caBundle` on every webhook of the JobSet configurations, and of the pod-pinning one when configured (get,
+/// modify, replace: `webhooks` is a list, which a merge patch would replace wholesale). A configuration that is
+/// missing is an error, retried: its webhooks would otherwise be called without trusting our certificate.
 pub async fn inject_ca_bundle(client: &Client, cfg: &SelfManaged, ca_bundle: &[u8]) -> Result<(), SelfManagedError> {
     let bundle = ByteString(ca_bundle.to_vec());
     let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let mut m = mutating
-        .get_opt(&cfg.mutating_configuration)
-        .await?
-        .ok_or_else(|| SelfManagedError::ConfigurationMissing(cfg.mutating_configuration.clone()))?;
-    let hooks = m.webhooks.iter_mut().flatten();
-    if hooks.map(|h| h.client_config.ca_bundle.replace(bundle.clone())).any(|old| old.as_ref() != Some(&bundle)) {
-        mutating.replace(&cfg.mutating_configuration, &PostParams::default(), &m).await?;
+    for name in std::iter::once(&cfg.mutating_configuration).chain(&cfg.pod_pinning_configuration) {
+        let mut m =
+            mutating.get_opt(name).await?.ok_or_else(|| SelfManagedError::ConfigurationMissing(name.clone()))?;
+        let hooks = m.webhooks.iter_mut().flatten();
+        if hooks.map(|h| h.client_config.ca_bundle.replace(bundle.clone())).any(|old| old.as_ref() != Some(&bundle)) {
+            mutating.replace(name, &PostParams::default(), &m).await?;
+        }
     }
     let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
     let mut v = validating
@@ -233,6 +237,7 @@ pub fn default_self_managed(namespace: &str) -> SelfManaged {
         service_name: config::SERVICE_NAME.into(),
         mutating_configuration: config::MUTATING_CONFIGURATION.into(),
         validating_configuration: config::VALIDATING_CONFIGURATION.into(),
+        pod_pinning_configuration: None,
         refresh: Duration::from_secs(60 * 60),
     }
 }

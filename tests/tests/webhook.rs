@@ -1393,3 +1393,88 @@ async fn a_stopped_webhook_server_fails_closed() {
     let status = create(&api, &jobset("unchecked")).await.expect_err("refused while the webhook is down");
     assert!(status.message.contains(r#"failed calling webhook "mjobset.kb.io""#), "{}", status.message);
 }
+
+/// `--self-managed-certs` sets `caBundle` on every webhook of the JobSet configurations and, in placement mode
+/// pod-pinning, of the pod webhook's configuration, through the real API server's get-and-replace. The
+/// configurations are the deployed ones renamed, and select no object, so the other tests here never call them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_managed_certs_set_ca_bundle_in_every_configuration() {
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use muster_admission::kube_io::{SelfManaged, SelfManagedError, default_self_managed, inject_ca_bundle};
+    use muster_admission::tls::{Validity, generate_certs};
+    use muster_admission::webhook::config::{Target, pod_pinning_configuration};
+
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("self-managed").await.expect("namespace");
+    let client = ns.client();
+    let name = |what: &str| format!("{}-{what}", ns.name());
+    let never = || {
+        Some(LabelSelector {
+            match_labels: Some([("muster.dev/never".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        })
+    };
+    let target = Target::in_cluster();
+    let mut mutating = mutating_configuration(&target, None);
+    let mut pinning = pod_pinning_configuration(&target, None);
+    let mut validating = validating_configuration(&target, None);
+    mutating.metadata.name = Some(name("mutating"));
+    pinning.metadata.name = Some(name("pinning"));
+    validating.metadata.name = Some(name("validating"));
+    for hook in mutating.webhooks.iter_mut().chain(pinning.webhooks.iter_mut()).flatten() {
+        hook.object_selector = never();
+    }
+    for hook in validating.webhooks.iter_mut().flatten() {
+        hook.object_selector = never();
+    }
+    let mutating_api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let validating_api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    create_or_replace(mutating_api.clone(), mutating).await;
+    create_or_replace(mutating_api.clone(), pinning).await;
+    create_or_replace(validating_api.clone(), validating).await;
+
+    let mut cfg = default_self_managed(ns.name());
+    cfg.mutating_configuration = name("mutating");
+    cfg.validating_configuration = name("validating");
+    cfg.pod_pinning_configuration = Some(name("pinning"));
+    let ca = |n: &str| generate_certs(&[n.to_owned()], Validity::default()).expect("certs").ca_cert_pem.into_bytes();
+    // Every webhook's caBundle, per configuration: mutating, pod pinning, validating.
+    let bundles = || async {
+        let of_mutating = |c: MutatingWebhookConfiguration| {
+            c.webhooks.into_iter().flatten().map(|h| h.client_config.ca_bundle.map(|b| b.0)).collect::<Vec<_>>()
+        };
+        let v = validating_api.get(&name("validating")).await.expect("validating");
+        (
+            of_mutating(mutating_api.get(&name("mutating")).await.expect("mutating")),
+            of_mutating(mutating_api.get(&name("pinning")).await.expect("pinning")),
+            v.webhooks.into_iter().flatten().map(|h| h.client_config.ca_bundle.map(|b| b.0)).collect::<Vec<_>>(),
+        )
+    };
+
+    let first = ca("first");
+    inject_ca_bundle(&client, &cfg, &first).await.expect("caBundle set");
+    let (m, p, v) = bundles().await;
+    for (what, hooks) in [("mutating", &m), ("pod pinning", &p), ("validating", &v)] {
+        assert!(!hooks.is_empty() && hooks.iter().all(|b| b.as_ref() == Some(&first)), "{what}: {hooks:?}");
+    }
+
+    // Placement mode extender: the pod-pinning configuration is not ours to touch.
+    let second = ca("second");
+    let extender_mode = SelfManaged { pod_pinning_configuration: None, ..cfg.clone() };
+    inject_ca_bundle(&client, &extender_mode, &second).await.expect("caBundle set");
+    let (m, p, v) = bundles().await;
+    assert!(m.iter().chain(&v).all(|b| b.as_ref() == Some(&second)));
+    assert!(p.iter().all(|b| b.as_ref() == Some(&first)), "pod pinning left alone: {p:?}");
+
+    // Pod pinning configured but its configuration missing: an error (retried by the caller), not a silent skip.
+    let missing = SelfManaged { pod_pinning_configuration: Some(name("absent")), ..cfg };
+    match inject_ca_bundle(&client, &missing, &second).await {
+        Err(SelfManagedError::ConfigurationMissing(n)) => assert_eq!(n, name("absent")),
+        other => panic!("{other:?}"),
+    }
+    for (api, n) in [(&mutating_api, name("mutating")), (&mutating_api, name("pinning"))] {
+        api.delete(&n, &Default::default()).await.expect("delete");
+    }
+    validating_api.delete(&name("validating"), &Default::default()).await.expect("delete");
+}
