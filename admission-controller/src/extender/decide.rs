@@ -21,11 +21,12 @@
 //! double-book GPUs: its count is ours minus those pods. It cannot protect what only the extender knows: GPUs
 //! reserved for a gang whose pods are not bound yet, healthy GPUs fewer than the device plugin advertises, and the
 //! open slots of a gang Job without completion indexes. So when a GPU pod outside gangs passes on any such node
-//! ([`Room::exposed`](super::state::Room::exposed)), or a NonIndexed gang pod has open slots, `filter` passes exactly one node (best fit, or the
-//! first open slot; the others fail, resolvably, with [`NARROWED`]) and assumes the pod there
-//! ([`ExtenderState::assume`]) until the watch speaks for it. With one node left the scheduler neither scores nor
-//! picks: it binds there. The price is that such a pod loses the scheduler's soft preferences (preferred affinity,
-//! spreading) among the nodes that fit equally well. Where no passing node is exposed, all of them pass as before.
+//! ([`Room::exposed`](super::state::Room::exposed)), or a NonIndexed gang pod has open slots, `filter` passes
+//! exactly one node (best fit, or the first open slot; the others fail, resolvably, with [`NARROWED`]) and assumes
+//! the pod there ([`ExtenderState::assume`]) until the watch speaks for it. With one node left the scheduler
+//! neither scores nor picks: it binds there. The price is that such a pod loses the scheduler's soft preferences
+//! (preferred affinity, spreading) among the nodes that fit equally well. Where no passing node is exposed, all of
+//! them pass as before.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
