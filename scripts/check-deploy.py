@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "monitoring/muster.rules.yaml"
 
-INSTALLS = ["deploy", "deploy/variants/self-managed-certs", "deploy/variants/pod-pinning"]
+INSTALLS = ["deploy", "deploy/variants/self-managed-certs", "deploy/variants/pod-pinning",
+            "deploy/variants/pod-pinning-self-managed-certs"]
 MONITORING = "deploy/monitoring"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
@@ -104,7 +105,7 @@ def check_installs(rendered):
         for name in ["mjobset.kb.io", "vjobset.kb.io", "mpod.kb.io", "vpod.kb.io"]:
             if name not in webhooks:
                 fail(f"{path}: webhook {name} missing")
-        if path.endswith("pod-pinning"):
+        if "pod-pinning" in path:
             if scheduler is not None:
                 fail(f"{path}: pod-pinning must run no second scheduler")
             if "--placement-mode=pod-pinning" not in args or any(a.startswith("--gang-scheduler-name") for a in args):
@@ -116,7 +117,7 @@ def check_installs(rendered):
                 fail(f"{path}: muster-admission args {args}: want --gang-scheduler-name=muster-scheduler")
         cert_manager = [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")
                         or "cert-manager.io/inject-ca-from" in (d["metadata"].get("annotations") or {})]
-        if path.endswith("self-managed-certs"):
+        if "self-managed-certs" in path:
             if cert_manager:
                 fail(f"{path}: still uses cert-manager: {[key(d) for d in cert_manager]}")
             if "--self-managed-certs" not in args:

@@ -18,7 +18,7 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for dir in deploy deploy/controller deploy/daemonset deploy/variants/self-managed-certs deploy/variants/pod-pinning \
-  deploy/monitoring; do
+  deploy/variants/pod-pinning-self-managed-certs deploy/monitoring; do
   if ! kubectl kustomize "$dir" >"$tmp/${dir//\//_}.yaml"; then
     echo "kubectl kustomize $dir failed" >&2
     exit 1

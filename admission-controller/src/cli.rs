@@ -126,7 +126,7 @@ pub struct Args {
     #[arg(long, value_parser = humantime_secs, default_value = "60")]
     pub head_hold_after: Duration,
     /// A GPUNode heartbeat older than this makes its node's GPUs untrusted.
-    #[arg(long, value_parser = humantime_secs, default_value = "90")]
+    #[arg(long, value_parser = humantime_secs, default_value = GPU_HEARTBEAT_TIMEOUT)]
     pub gpu_heartbeat_timeout: Duration,
     /// YAML file with per-queue settings (head hold, pods-ready timeout and backoff); see
     /// `muster_admission::admission::config`. Queues it does not name use the flags above.
@@ -139,8 +139,24 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
+/// Where the self-managed certificates live and which webhook configurations must trust them.
+fn self_managed(args: &Args) -> SelfManaged {
+    SelfManaged {
+        namespace: args.namespace.clone(),
+        secret_name: args.webhook_secret_name.clone(),
+        service_name: args.webhook_service_name.clone(),
+        mutating_configuration: config::MUTATING_CONFIGURATION.into(),
+        validating_configuration: config::VALIDATING_CONFIGURATION.into(),
+        refresh: Duration::from_secs(60 * 60),
+    }
+}
+
+/// The default of `--gpu-heartbeat-timeout`, which admission and the extender sidecar both take (the same value
+/// must reach both, or they disagree about which nodes' GPUs are trusted).
+pub(crate) const GPU_HEARTBEAT_TIMEOUT: &str = "90";
+
 /// A plain number of seconds ("300", "0.5") or a Go duration ("5m", "1h30m").
-fn humantime_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_secs(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}")),
         Err(_) => crate::admission::config::parse_duration(s),
@@ -242,14 +258,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let store = CertStore::new();
     let cert_task = if args.self_managed_certs {
-        let self_managed = SelfManaged {
-            namespace: args.namespace.clone(),
-            secret_name: args.webhook_secret_name.clone(),
-            service_name: args.webhook_service_name.clone(),
-            mutating_configuration: config::MUTATING_CONFIGURATION.into(),
-            validating_configuration: config::VALIDATING_CONFIGURATION.into(),
-            refresh: Duration::from_secs(60 * 60),
-        };
+        let self_managed = self_managed(&args);
         tokio::spawn(run_self_managed(client.clone(), self_managed, store.clone()))
     } else {
         let poll = Duration::from_secs(args.cert_poll_seconds.max(1));
@@ -434,6 +443,23 @@ mod tests {
         assert_eq!(flags.bind_address, "127.0.0.1:9000");
         assert_eq!(flags.health_probe_bind_address, ":8082");
         assert_eq!(flags.request_timeout_ms, 800);
+        assert_eq!(
+            flags.gpu_heartbeat_timeout,
+            Args::try_parse_from(["muster-admission"]).expect("parse").gpu_heartbeat_timeout
+        );
         assert!(Args::try_parse_from(["muster-admission", "--placement-mode", "magic"]).is_err());
+        // The same value, in the same form, for both.
+        for timeout in ["2m", "120", "1m60s"] {
+            let flag = format!("--gpu-heartbeat-timeout={timeout}");
+            let admission = Args::try_parse_from(["muster-admission", &flag]).expect("admission parses");
+            let Some(Command::Extender(extender)) =
+                Args::try_parse_from(["muster-admission", "extender", &flag]).expect("extender parses").command
+            else {
+                panic!("extender subcommand")
+            };
+            assert_eq!(admission.gpu_heartbeat_timeout, Duration::from_secs(120), "{timeout}");
+            assert_eq!(extender.gpu_heartbeat_timeout, admission.gpu_heartbeat_timeout, "{timeout}");
+        }
+        assert!(Args::try_parse_from(["muster-admission", "extender", "--gpu-heartbeat-timeout=soon"]).is_err());
     }
 }

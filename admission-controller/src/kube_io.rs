@@ -203,18 +203,17 @@ pub async fn ensure_secret(client: &Client, cfg: &SelfManaged) -> Result<StoredC
         .ok_or_else(|| SelfManagedError::SecretContention(cfg.secret_name.clone()))
 }
 
-/// Sets `caBundle` on every webhook of both configurations (get, modify, replace: `webhooks` is a list, which a
-/// merge patch would replace wholesale).
+/// Sets `caBundle` on every webhook of both configurations, the JobSet and the pod webhooks (get, modify, replace:
+/// `webhooks` is a list, which a merge patch would replace wholesale). A configuration that is
+/// missing is an error, retried: its webhooks would otherwise be called without trusting our certificate.
 pub async fn inject_ca_bundle(client: &Client, cfg: &SelfManaged, ca_bundle: &[u8]) -> Result<(), SelfManagedError> {
     let bundle = ByteString(ca_bundle.to_vec());
     let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let mut m = mutating
-        .get_opt(&cfg.mutating_configuration)
-        .await?
-        .ok_or_else(|| SelfManagedError::ConfigurationMissing(cfg.mutating_configuration.clone()))?;
+    let name = &cfg.mutating_configuration;
+    let mut m = mutating.get_opt(name).await?.ok_or_else(|| SelfManagedError::ConfigurationMissing(name.clone()))?;
     let hooks = m.webhooks.iter_mut().flatten();
     if hooks.map(|h| h.client_config.ca_bundle.replace(bundle.clone())).any(|old| old.as_ref() != Some(&bundle)) {
-        mutating.replace(&cfg.mutating_configuration, &PostParams::default(), &m).await?;
+        mutating.replace(name, &PostParams::default(), &m).await?;
     }
     let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
     let mut v = validating

@@ -41,11 +41,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use muster_admission::extender::decide;
 use muster_admission::extender::http::{self, Cache, FILTER_PATH, Limits, Metrics, PRIORITIZE_PATH};
 use muster_admission::extender::new_cache;
+use muster_admission::extender::state::{ExtenderState, Room};
 use muster_admission::gang::model::ModelConfig;
 use muster_api::extender::{ExtenderArgs, NodeList};
 use muster_api::gang::{GangPhase, GangSpec, GangStatus, PodSet, SlotPlacement};
 use muster_api::gpunode::{GPUNodeSpec, GPUNodeStatus, GpuDevice, GpuHealth};
 use muster_api::{GPUNode, Gang};
+use muster_bench::{Summary, load_average, ms};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -231,21 +233,6 @@ struct Row {
     samples: Vec<Duration>,
 }
 
-fn percentile(sorted: &[Duration], q: usize) -> Duration {
-    sorted[(sorted.len() * q / 100).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 fn main() -> Result<(), Error> {
     let load_before = load_average();
     let rounds: usize = std::env::var("MUSTER_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1000);
@@ -428,49 +415,67 @@ fn main() -> Result<(), Error> {
     );
     println!("| request | body in / out | measured | p50 ms | p99 ms | mean ms | p50 vs trivial |");
     println!("|---|---|---|---:|---:|---:|---:|");
-    let mut p50s = std::collections::HashMap::new();
+    let summary = |i: usize, how: How| {
+        rows.iter().find(|r| r.request == i && r.how == how).map(|r| Summary::of(&r.samples)).unwrap_or_default()
+    };
     for row in &rows {
-        let mut sorted = row.samples.clone();
-        sorted.sort();
-        let total: Duration = sorted.iter().sum();
-        let mean = total / u32::try_from(sorted.len().max(1)).unwrap_or(u32::MAX);
-        p50s.insert((row.request, row.how == How::Trivial), percentile(&sorted, 50));
+        let st = Summary::of(&row.samples);
         let r = &requests[row.request];
-        let trivial_p50 = p50s.get(&(row.request, true)).copied();
-        let ratio = match (row.how, trivial_p50) {
-            (How::Trivial, _) => "1.00× (baseline)".to_owned(),
-            (_, Some(t)) if !t.is_zero() => format!("{:.2}×", percentile(&sorted, 50).as_secs_f64() / t.as_secs_f64()),
+        let trivial = summary(row.request, How::Trivial).p50;
+        let ratio = match row.how {
+            How::Trivial => "1.00× (baseline)".to_owned(),
+            _ if !trivial.is_zero() => format!("{:.2}×", st.p50.as_secs_f64() / trivial.as_secs_f64()),
             _ => "—".to_owned(),
         };
         println!(
-            "| {} | {} KiB / {} KiB | {} | {:.3} | {:.3} | {:.3} | {ratio} |",
+            "| {} | {} KiB / {} KiB | {} | {} | {} | {} | {ratio} |",
             r.what,
             r.body.len() / 1024,
             r.answer.len() / 1024,
             row.how.name(),
-            ms(percentile(&sorted, 50)),
-            ms(percentile(&sorted, 99)),
-            ms(mean),
+            ms(st.p50),
+            ms(st.p99),
+            ms(st.mean),
         );
     }
     // Per pod: a gang pod costs one filter (one node passes, so the scheduler skips scoring); a plain pod that
     // several nodes pass costs filter + prioritize.
-    let p = |i: usize, q: usize| {
-        let row = rows.iter().find(|r| r.request == i && r.how == How::Server);
-        row.map(|r| {
-            let mut s = r.samples.clone();
-            s.sort();
-            ms(percentile(&s, q))
-        })
-        .unwrap_or(f64::NAN)
-    };
+    let (gang, filter, prioritize) = (summary(0, How::Server), summary(1, How::Server), summary(2, How::Server));
     println!("\nper pod against the {BUDGET_MS} ms budget (gang-anchors.md §5.4), over HTTP:");
-    println!("- gang pod (filter of 5,000 only): p50 {:.3} ms, p99 {:.3} ms", p(0, 50), p(0, 99));
+    println!("- gang pod (filter of 5,000 only): p50 {} ms, p99 {} ms", ms(gang.p50), ms(gang.p99));
     println!(
-        "- plain GPU pod (filter of 5,000, then prioritize of the 1,000 passed): sum of p50s {:.3} ms, of p99s {:.3} ms",
-        p(1, 50) + p(2, 50),
-        p(1, 99) + p(2, 99)
+        "- plain GPU pod (filter of 5,000, then prioritize of the 1,000 passed): sum of p50s {} ms, of p99s {} ms, \
+         of means {} ms",
+        ms(filter.p50 + prioritize.p50),
+        ms(filter.p99 + prioritize.p99),
+        ms(filter.mean + prioritize.mean)
     );
+    println!("\n{}", room_lookups(&cache.read(), &names, rounds));
     drop((server, trivial));
     Ok(())
+}
+
+/// The rooms of all 5,000 candidates, as an ordinary GPU pod's filter needs them: from the extender's free-GPU
+/// index, and worked out per request from the cluster model as before the index (`Room::of`, which the index is
+/// tested against). The two take turns round by round.
+fn room_lookups(state: &ExtenderState, names: &[String], rounds: usize) -> String {
+    let (mut indexed, mut scratch) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let free: u64 = names.iter().filter_map(|n| state.room(n)).map(|r| u64::from(r.free())).sum();
+        indexed.push(start.elapsed());
+        std::hint::black_box(free);
+        let start = Instant::now();
+        let free: u64 = names.iter().filter_map(|n| Room::of(state.model(), n)).map(|r| u64::from(r.free())).sum();
+        scratch.push(start.elapsed());
+        std::hint::black_box(free);
+    }
+    let (indexed, scratch) = (Summary::of(&indexed), Summary::of(&scratch));
+    let mut table = String::from("| rooms of 5,000 candidates | p50 ms | p99 ms | mean ms | p50 vs index |\n");
+    table.push_str("|---|---:|---:|---:|---:|\n");
+    for (what, st) in [("free-GPU index (`ExtenderState::room`)", indexed), ("from the model (`Room::of`)", scratch)] {
+        let ratio = st.p50.as_secs_f64() / indexed.p50.as_secs_f64().max(f64::MIN_POSITIVE);
+        table.push_str(&format!("| {what} | {} | {} | {} | {ratio:.2}× |\n", ms(st.p50), ms(st.p99), ms(st.mean)));
+    }
+    table
 }

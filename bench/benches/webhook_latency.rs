@@ -31,6 +31,7 @@ use muster_admission::webhook::jobset::validate::{ExistingPvcs, validate_create,
 use muster_admission::webhook::jobset::{decode_jobset, default_patch};
 use muster_admission::webhook::review::{Endpoint, MUTATE_PATH, NoPvcs, VALIDATE_PATH, Webhooks};
 use muster_admission::{FeatureGates, ServeConfig, serve};
+use muster_bench::{Summary, load_average, ms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -282,33 +283,6 @@ struct Scenario {
     samples: Vec<Duration>,
 }
 
-#[derive(Clone, Copy)]
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-}
-
-fn stats(samples: &[Duration]) -> Stats {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let at = |q: usize| sorted[(sorted.len() * q / 100).min(sorted.len() - 1)];
-    let total: Duration = sorted.iter().sum();
-    Stats { p50: at(50), p99: at(99), mean: total / u32::try_from(sorted.len()).unwrap_or(u32::MAX) }
-}
-
-/// The 1-minute load average, to judge how much else ran during the measurement.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1e3)
-}
-
 struct Bodies {
     mutate: Bytes,
     create: Bytes,
@@ -434,9 +408,9 @@ fn main() -> Result<(), Error> {
     println!("| path | measured | p50 ms | p99 ms | mean ms | p50 vs trivial handler over TLS |");
     println!("|---|---|---:|---:|---:|---:|");
     for s in &scenarios {
-        let st = stats(&s.samples);
+        let st = Summary::of(&s.samples);
         let baseline =
-            scenarios.iter().find(|b| b.path == s.path && b.how == How::TrivialTls).map(|b| stats(&b.samples));
+            scenarios.iter().find(|b| b.path == s.path && b.how == How::TrivialTls).map(|b| Summary::of(&b.samples));
         let ratio = match (s.how, baseline) {
             (How::TrivialTls, _) => "1.00× (baseline)".to_owned(),
             (_, Some(b)) => format!("{:.2}×", st.p50.as_secs_f64() / b.p50.as_secs_f64()),

@@ -94,6 +94,11 @@ async fn publish_gpunodes(client: &Client) -> tokio::task::JoinHandle<()> {
 /// A Gang as the admission controller writes it: one pod set `workers` of `jobs` single-pod Jobs of 8 GPUs, and
 /// its status (phase, placement) through the status subresource.
 async fn write_gang(ns: &TestNamespace<'_>, name: &str, phase: GangPhase, nodes: &[&str]) {
+    write_gang_of(ns, name, phase, nodes, 8).await;
+}
+
+/// [`write_gang`] with pods of `gpus` GPUs.
+async fn write_gang_of(ns: &TestNamespace<'_>, name: &str, phase: GangPhase, nodes: &[&str], gpus: i64) {
     let api: Api<Gang> = ns.api();
     let spec = GangSpec {
         queue: "default".into(),
@@ -102,10 +107,10 @@ async fn write_gang(ns: &TestNamespace<'_>, name: &str, phase: GangPhase, nodes:
             name: "workers".into(),
             jobs: i32::try_from(nodes.len().max(1)).expect("small"),
             pods_per_job: 1,
-            gpus_per_pod: 8,
+            gpus_per_pod: gpus,
             ..PodSet::default()
         }],
-        total_gpus: 8 * i64::try_from(nodes.len().max(1)).expect("small"),
+        total_gpus: gpus * i64::try_from(nodes.len().max(1)).expect("small"),
     };
     if api.get_opt(name).await.expect("read gang").is_none() {
         api.create(&PostParams::default(), &Gang::new(name, spec)).await.expect("create gang");
@@ -140,8 +145,12 @@ fn gang_job(gang: &str, index: usize, scheduler: Option<&str>) -> Job {
 }
 
 fn plain_pod(name: &str, scheduler: Option<&str>) -> Pod {
+    plain_pod_of(name, scheduler, 8)
+}
+
+fn plain_pod_of(name: &str, scheduler: Option<&str>, gpus: u32) -> Pod {
     let mut spec = json!({"containers": [{"name": "main", "image": "registry.invalid/muster/x:never-pulled",
-        "resources": {"limits": {GPU_RESOURCE: "8"}}}]});
+        "resources": {"limits": {GPU_RESOURCE: gpus.to_string()}}}]});
     if let Some(s) = scheduler {
         spec["schedulerName"] = json!(s);
     }
@@ -228,9 +237,17 @@ async fn seen(cache: &Cache, gang: &GangKey, phase: GangPhase) {
     .expect("gang seen by the extender");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extender_steers_gang_pods_and_keeps_other_gpu_pods_off_reservations() {
-    let _serial = serial().await;
+/// A cluster whose Muster scheduler consults an in-process extender, synced; the extender's metrics registry.
+struct ExtenderCluster {
+    cluster: TestCluster,
+    cache: Arc<Cache>,
+    registry: Registry,
+    watches: tokio::task::JoinHandle<()>,
+    _heartbeats: tokio::task::JoinHandle<()>,
+    _server: http::RunningServer,
+}
+
+async fn extender_cluster() -> ExtenderCluster {
     // The extender listens before the scheduler starts (its URL goes into the scheduler's configuration); it
     // answers "not synced" until its watches have listed the cluster.
     let cache = new_cache(ModelConfig::default());
@@ -251,14 +268,21 @@ async fn extender_steers_gang_pods_and_keeps_other_gpu_pods_off_reservations() {
     .await
     .expect("start cluster");
     let client = cluster.client().expect("client");
-    let _heartbeats = publish_gpunodes(&client).await;
+    let heartbeats = publish_gpunodes(&client).await;
     let watches = tokio::spawn(watch::run(client.clone(), cache.clone()));
     eventually("the extender to list the cluster", WAIT, || async {
         if cache.is_synced() { Ok(()) } else { Err("not yet".to_owned()) }
     })
     .await
     .expect("synced");
+    ExtenderCluster { cluster, cache, registry, watches, _heartbeats: heartbeats, _server: server }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extender_steers_gang_pods_and_keeps_other_gpu_pods_off_reservations() {
+    let _serial = serial().await;
+    // Bound, not `..`: fields left out of a pattern are dropped at once, and with them the server.
+    let ExtenderCluster { cluster, cache, registry, watches, _heartbeats, _server } = extender_cluster().await;
     let ns = cluster.namespace("extender").await.expect("namespace");
     let pods: Api<Pod> = ns.api();
     write_gang(&ns, "train", GangPhase::Admitted, &PLACEMENT).await;
@@ -305,7 +329,51 @@ async fn extender_steers_gang_pods_and_keeps_other_gpu_pods_off_reservations() {
         .unwrap_or(0);
     assert!(filters >= 7, "{filters} filter calls answered\n{text}");
     watches.abort();
-    drop(server);
+}
+
+/// Plain GPU pods created together, onto nodes whose GPUs are half reserved for a gang whose pods are not bound
+/// yet: the scheduler's own count sees 8 free GPUs on each node, and asks about the next pod before the extender's
+/// watch can show the last one bound. One 4-GPU pod per node may run, so exactly five of the ten are bound, one per
+/// node, and the rest wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_plain_pods_do_not_share_gpus_reserved_for_a_gang() {
+    let _serial = serial().await;
+    let ExtenderCluster { cluster, cache, watches, _heartbeats, _server, .. } = extender_cluster().await;
+    let ns = cluster.namespace("extender-race").await.expect("namespace");
+    let pods: Api<Pod> = ns.api();
+    write_gang_of(&ns, "half", GangPhase::Admitted, &NODES, 4).await;
+    seen(&cache, &GangKey::new(ns.name(), "half"), GangPhase::Admitted).await;
+
+    let names: Vec<String> = (0..10).map(|i| format!("plain-{i}")).collect();
+    let mut creates = tokio::task::JoinSet::new();
+    for name in &names {
+        let (pods, pod) = (pods.clone(), plain_pod_of(name, Some(SCHEDULER_NAME), 4));
+        creates.spawn(async move { pods.create(&PostParams::default(), &pod).await.map(|_| ()) });
+    }
+    for created in creates.join_all().await {
+        created.expect("create plain pod");
+    }
+    let placed = || async {
+        let list = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let bound: Vec<String> = list.items.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+        Ok::<_, String>(bound)
+    };
+    eventually("five plain pods to be bound", WAIT, || async {
+        let bound = placed().await?;
+        if bound.len() >= 5 { Ok(bound) } else { Err(format!("bound to {bound:?}")) }
+    })
+    .await
+    .expect("bound");
+    // Settled: whatever the scheduler still tries, nothing more fits.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut bound = placed().await.expect("pods");
+    bound.sort();
+    assert_eq!(bound, NODES, "4-GPU pods bound per node, with 4 of each node's 8 GPUs reserved");
+    let list = pods.list(&ListParams::default()).await.expect("pods");
+    let unbound = list.items.iter().find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none());
+    let message = unschedulable_message(unbound.and_then(|p| p.status.as_ref()));
+    assert!(message.contains("Insufficient nvidia.com/gpu outside gang reservations"), "{message}");
+    watches.abort();
 }
 
 // ---------------------------------------------------------------------------------------------------------------

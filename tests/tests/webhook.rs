@@ -1393,3 +1393,77 @@ async fn a_stopped_webhook_server_fails_closed() {
     let status = create(&api, &jobset("unchecked")).await.expect_err("refused while the webhook is down");
     assert!(status.message.contains(r#"failed calling webhook "mjobset.kb.io""#), "{}", status.message);
 }
+
+/// `--self-managed-certs` sets `caBundle` on every webhook of both configurations (the JobSet webhooks and the pod
+/// webhooks `mpod.kb.io` / `vpod.kb.io`, which pod pinning also uses) through the real API server's get-and-replace.
+/// The configurations are the deployed ones renamed, and select no object, so the other tests here never call them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_managed_certs_set_ca_bundle_in_every_configuration() {
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use muster_admission::kube_io::{SelfManagedError, default_self_managed, inject_ca_bundle};
+    use muster_admission::tls::{Validity, generate_certs};
+    use muster_admission::webhook::config::Target;
+    use std::collections::BTreeSet;
+
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("self-managed").await.expect("namespace");
+    let client = ns.client();
+    let name = |what: &str| format!("{}-{what}", ns.name());
+    let never = || {
+        Some(LabelSelector {
+            match_labels: Some([("muster.dev/never".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        })
+    };
+    let target = Target::in_cluster();
+    let mut mutating = mutating_configuration(&target, None);
+    let mut validating = validating_configuration(&target, None);
+    mutating.metadata.name = Some(name("mutating"));
+    validating.metadata.name = Some(name("validating"));
+    for hook in mutating.webhooks.iter_mut().flatten() {
+        hook.object_selector = never();
+    }
+    for hook in validating.webhooks.iter_mut().flatten() {
+        hook.object_selector = never();
+    }
+    let mutating_api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let validating_api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    create_or_replace(mutating_api.clone(), mutating).await;
+    create_or_replace(validating_api.clone(), validating).await;
+
+    let mut cfg = default_self_managed(ns.name());
+    cfg.mutating_configuration = name("mutating");
+    cfg.validating_configuration = name("validating");
+    let ca = |n: &str| generate_certs(&[n.to_owned()], Validity::default()).expect("certs").ca_cert_pem.into_bytes();
+    // Every webhook's caBundle by webhook name, across both configurations.
+    let bundles = || async {
+        let m = mutating_api.get(&name("mutating")).await.expect("mutating");
+        let v = validating_api.get(&name("validating")).await.expect("validating");
+        let mut out: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        out.extend(m.webhooks.into_iter().flatten().map(|h| (h.name, h.client_config.ca_bundle.map(|b| b.0))));
+        out.extend(v.webhooks.into_iter().flatten().map(|h| (h.name, h.client_config.ca_bundle.map(|b| b.0))));
+        out
+    };
+
+    for round in ["first", "renewed"] {
+        let bundle = ca(round);
+        inject_ca_bundle(&client, &cfg, &bundle).await.expect("caBundle set");
+        let hooks = bundles().await;
+        let names: BTreeSet<&str> = hooks.iter().map(|(n, _)| n.as_str()).collect();
+        for expected in ["mjobset.kb.io", "vjobset.kb.io", "mpod.kb.io", "vpod.kb.io"] {
+            assert!(names.contains(expected), "{expected} in {names:?}");
+        }
+        assert!(hooks.iter().all(|(_, b)| b.as_ref() == Some(&bundle)), "{round}: {hooks:?}");
+    }
+
+    // A configuration that is missing: an error (retried by the caller), not a silent skip.
+    let mut missing = cfg.clone();
+    missing.mutating_configuration = name("absent");
+    match inject_ca_bundle(&client, &missing, &ca("third")).await {
+        Err(SelfManagedError::ConfigurationMissing(n)) => assert_eq!(n, name("absent")),
+        other => panic!("{other:?}"),
+    }
+    mutating_api.delete(&name("mutating"), &Default::default()).await.expect("delete");
+    validating_api.delete(&name("validating"), &Default::default()).await.expect("delete");
+}

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::http::{self, Limits, Metrics};
 use super::{new_cache, watch};
-use crate::cli::{RunError, parse_bind_address, shutdown_signal};
+use crate::cli::{GPU_HEARTBEAT_TIMEOUT, RunError, humantime_secs, parse_bind_address, shutdown_signal};
 use crate::gang::model::ModelConfig;
 use crate::server::ServeError;
 use crate::tls::{self, CertStore, watch_cert_dir};
@@ -35,9 +35,10 @@ pub struct ExtenderFlags {
     /// Milliseconds a request may take, body included; keep it below the scheduler's `httpTimeout`.
     #[arg(long, default_value_t = 800)]
     pub request_timeout_ms: u64,
-    /// Seconds after which a GPUNode's heartbeat is stale and its GPUs are no longer trusted.
-    #[arg(long, default_value_t = 90)]
-    pub heartbeat_timeout_seconds: u64,
+    /// A GPUNode heartbeat older than this makes its node's GPUs untrusted: seconds or a Go duration, the same flag
+    /// and default as muster-admission's, so that one value can be passed to both.
+    #[arg(long, value_parser = humantime_secs, default_value = GPU_HEARTBEAT_TIMEOUT)]
+    pub gpu_heartbeat_timeout: Duration,
 }
 
 /// Runs the extender until SIGTERM or Ctrl-C.
@@ -47,10 +48,7 @@ pub async fn run(flags: ExtenderFlags) -> Result<(), RunError> {
     let health_addr = parse_bind_address(&flags.health_probe_bind_address)?;
     let client = kube::Client::try_default().await?;
 
-    let cache = new_cache(ModelConfig {
-        heartbeat_timeout: Duration::from_secs(flags.heartbeat_timeout_seconds),
-        ..ModelConfig::default()
-    });
+    let cache = new_cache(ModelConfig { heartbeat_timeout: flags.gpu_heartbeat_timeout, ..ModelConfig::default() });
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let limits = Limits {
@@ -159,5 +157,16 @@ mod tests {
         assert!(flags.request_timeout_ms < http_timeout, "the extender answers before the scheduler gives up");
         let probe_port = sidecar["ports"][0]["containerPort"].as_u64().expect("port");
         assert_eq!(flags.health_probe_bind_address, format!(":{probe_port}"));
+
+        // Admission and the extender judge GPUNode heartbeats alike.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/controller/admission.yaml");
+        let text = std::fs::read_to_string(path).expect("deploy/controller/admission.yaml exists");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("admission.yaml parses");
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let mut argv = vec!["muster-admission".to_owned()];
+        argv.extend(container["args"].as_array().expect("args").iter().filter_map(Value::as_str).map(str::to_owned));
+        let admission = Args::try_parse_from(argv).expect("admission args parse");
+        assert_eq!(flags.gpu_heartbeat_timeout, admission.gpu_heartbeat_timeout);
     }
 }

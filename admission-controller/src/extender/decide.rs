@@ -13,8 +13,23 @@
 //! the least room left after them scores highest: packing them onto partly used nodes keeps whole nodes free for
 //! gangs, whose Jobs want whole nodes (the rule admission's placement follows too). The scheduler's own
 //! `NodeResourcesFit` spreads by default, which is why the extender's weight should dominate it.
+//!
+//! **One node at a time where pods could race.** kube-scheduler binds asynchronously and the extender learns of a
+//! binding only from its pod watch (kubernetes#82359), so the next pod's `filter` can come before the watch shows
+//! where the last one went. The scheduler's own `NodeResourcesFit` (the extender registers `nvidia.com/gpu` as a
+//! managed resource with `ignoredByScheduler: false`) counts the pods it has placed, so on most nodes that cannot
+//! double-book GPUs: its count is ours minus those pods. It cannot protect what only the extender knows: GPUs
+//! reserved for a gang whose pods are not bound yet, healthy GPUs fewer than the device plugin advertises, and the
+//! open slots of a gang Job without completion indexes. So when a GPU pod outside gangs passes on any such node
+//! ([`Room::exposed`](super::state::Room::exposed)), or a NonIndexed gang pod has open slots, `filter` passes
+//! exactly one node (best fit, or the first open slot; the others fail, resolvably, with [`NARROWED`]) and assumes
+//! the pod there ([`ExtenderState::assume`]) until the watch speaks for it. With one node left the scheduler
+//! neither scores nor picks: it binds there. The price is that such a pod loses the scheduler's soft preferences
+//! (preferred affinity, spreading) among the nodes that fit equally well. Where no passing node is exposed, all of
+//! them pass as before.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use muster_api::extender::{
@@ -23,8 +38,9 @@ use muster_api::extender::{
 };
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use super::slots::{Steering, no_slot, not_admitted, pod_slot, unlabelled};
-use super::state::ExtenderState;
+use super::slots::{JobRef, Steering, no_slot, not_admitted, pod_slot, unlabelled};
+use super::state::{Assumption, ExtenderState};
+use crate::gang::GangKey;
 use crate::gang::objects::pod_requests;
 
 /// Why a request cannot be decided; `filter` answers it in `Error`, `prioritize` as a client error.
@@ -44,9 +60,10 @@ enum Plan<'s> {
         node: &'s str,
         reason: String,
     },
-    /// Nodes with a slot of the pod's Job that no bound pod holds.
+    /// Nodes with a slot of the pod's Job that no bound or assumed pod holds.
     OpenSlots {
         nodes: BTreeSet<&'s str>,
+        job: (GangKey, JobRef),
         reason: String,
     },
     Nowhere {
@@ -78,6 +95,9 @@ const UNKNOWN_NODE: &str = "node not known to the Muster extender yet";
 const RESERVED: &str = "nvidia.com/gpu reserved for admitted gangs";
 const PREEMPTIBLE: &str = "Insufficient nvidia.com/gpu outside gang reservations";
 const NO_HEALTHY: &str = "not enough healthy nvidia.com/gpu";
+/// A node that fits, left out so that the pod gets exactly one (module documentation).
+pub const NARROWED: &str =
+    "fits, but the Muster extender offers this pod one node at a time where it could race another for reserved GPUs";
 
 fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError> {
     let gpus = match pod.spec.as_ref().map(pod_requests) {
@@ -118,6 +138,9 @@ fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError
         Steering::AnySlotOf(pods) => {
             let bound = state.bound_in_job(gang, &slot.job);
             let mut taken = bound.cloned().unwrap_or_default();
+            for node in state.assumed_in_job(gang, &slot.job) {
+                *taken.entry(Arc::clone(node)).or_default() += 1;
+            }
             let mut nodes = BTreeSet::new();
             for node in pods.values() {
                 match taken.get_mut(node) {
@@ -133,44 +156,14 @@ fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError
             Plan::OpenSlots {
                 nodes,
                 reason: format!("gang {gang} has no free slot of Job {job} here (its nodes: {list})"),
+                job: (slot.gang.clone(), slot.job.clone()),
             }
         }
     })
 }
 
-/// GPUs on a node as seen by a pod outside gangs. Gangs are charged as the admission model charges them, per gang
-/// `max(reserved, bound)`: `reserved` plus the gang's pods beyond it, which count as ordinary pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Room {
-    /// Healthy GPUs when the node's GPUNode is trusted; else the device plugin's count, since health is unknown
-    /// (the node may simply run no agent) and only reservations are the extender's to protect.
-    usable: u32,
-    /// Held by pods outside reservations: what preemption could free.
-    preemptible: u32,
-    /// Reserved for gangs, whether their pods run yet or not: preempting a gang's pod frees nothing.
-    reserved: u32,
-}
-
-impl Room {
-    fn free(&self) -> u32 {
-        self.usable.saturating_sub(self.preemptible).saturating_sub(self.reserved)
-    }
-}
-
-fn room(state: &ExtenderState, name: &str) -> Option<Room> {
-    let slot = state.model().slot_by_name(name)?;
-    let node = slot.node.as_ref()?;
-    let usable = if slot.distrust.is_none() { slot.capacity.gpus } else { node.device_plugin_gpus.unwrap_or(0) };
-    let mut r = Room { usable, preemptible: slot.foreign.gpus, reserved: 0 };
-    for u in slot.gangs.values() {
-        r.reserved = r.reserved.saturating_add(u.reserved.gpus);
-        r.preemptible = r.preemptible.saturating_add(u.bound.gpus.saturating_sub(u.reserved.gpus));
-    }
-    Some(r)
-}
-
 fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit {
-    let Some(r) = room(state, name) else { return Fit::Unresolvable(Reason::Fixed(UNKNOWN_NODE)) };
+    let Some(r) = state.room(name) else { return Fit::Unresolvable(Reason::Fixed(UNKNOWN_NODE)) };
     let free = r.free();
     if free >= gpus {
         Fit::Pass
@@ -185,7 +178,7 @@ fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit {
 
 /// Best fit: 10 when the pod fills the node's free GPUs exactly, down to 0 the more room it would leave.
 fn best_fit_score(state: &ExtenderState, name: &str, gpus: u32) -> i64 {
-    match room(state, name) {
+    match state.room(name) {
         Some(r) if r.free() >= gpus && r.usable > 0 => {
             let left = i64::from(r.free() - gpus);
             MAX_EXTENDER_PRIORITY - (MAX_EXTENDER_PRIORITY * left).div_euclid(i64::from(r.usable))
@@ -235,9 +228,15 @@ pub struct FilterAnswer<'a> {
     unresolvable: Vec<(&'a str, Reason)>,
     plan_reason: String,
     error: String,
+    assumption: Option<Assumption>,
 }
 
 impl FilterAnswer<'_> {
+    /// Where the pod was sent when it could race another (module documentation); the extender records it.
+    pub fn assumption(&self) -> Option<&Assumption> {
+        self.assumption.as_ref()
+    }
+
     fn error(error: String) -> Self {
         FilterAnswer { error, ..FilterAnswer::default() }
     }
@@ -314,6 +313,19 @@ pub enum Candidates<'a> {
     None,
 }
 
+impl<'a> Candidates<'a> {
+    /// Each candidate's position and name; Nodes without a name are skipped (they cannot pass).
+    fn names(&self) -> impl Iterator<Item = (usize, &'a str)> + '_ {
+        let (names, items): (&[&'a str], &'a [Node]) = match self {
+            Candidates::Names(names) => (names, &[]),
+            Candidates::Nodes(items) => (&[], items),
+            Candidates::None => (&[], &[]),
+        };
+        let items = items.iter().enumerate().filter_map(|(i, n)| Some((i, n.metadata.name.as_deref()?)));
+        names.iter().copied().enumerate().chain(items)
+    }
+}
+
 impl<'a> From<&'a ExtenderArgs> for Request<'a> {
     fn from(args: &'a ExtenderArgs) -> Self {
         let candidates = match (&args.node_names, &args.nodes) {
@@ -326,36 +338,79 @@ impl<'a> From<&'a ExtenderArgs> for Request<'a> {
 }
 
 /// The `filter` verb: passing candidates (a subset, in their order) and why each other one fails. Problems with
-/// the request itself are answered in `Error`, which fails the pod's scheduling cycle with that message.
+/// the request itself are answered in `Error`, which fails the pod's scheduling cycle with that message. Pure: the
+/// extender serves [`filter_and_assume`], which also records the answer's assumption.
 pub fn filter<'a>(state: &ExtenderState, request: &Request<'a>) -> FilterAnswer<'a> {
     let Some(pod) = request.pod else { return FilterAnswer::error(DecideError::NoPod.to_string()) };
     let plan = match plan(state, pod) {
         Ok(plan) => plan,
         Err(e) => return FilterAnswer::error(e.to_string()),
     };
+    let candidates = &request.candidates;
     let mut answer = FilterAnswer::default();
-    let mut verdict = |name: &'a str| match plan.fit(state, name) {
-        Fit::Pass => true,
-        Fit::Fail(reason) => {
-            answer.failed.push((name, reason));
-            false
+    let mut passed: Vec<(usize, &'a str)> = Vec::new();
+    for (i, name) in candidates.names() {
+        match plan.fit(state, name) {
+            Fit::Pass => passed.push((i, name)),
+            Fit::Fail(reason) => answer.failed.push((name, reason)),
+            Fit::Unresolvable(reason) => answer.unresolvable.push((name, reason)),
         }
-        Fit::Unresolvable(reason) => {
-            answer.unresolvable.push((name, reason));
-            false
-        }
-    };
-    let (names, nodes) = match &request.candidates {
-        Candidates::Names(names) => (Some(names.iter().copied().filter(|n| verdict(n)).collect()), None),
-        Candidates::Nodes(items) => {
-            let passed = items.iter().filter(|n| n.metadata.name.as_deref().is_some_and(&mut verdict)).collect();
-            (None, Some(passed))
-        }
-        Candidates::None => (Some(Vec::new()), None),
-    };
-    answer.names = names;
-    answer.nodes = nodes;
+    }
+    answer.assumption = narrow(state, pod, &plan, &mut passed, &mut answer.failed);
+    match candidates {
+        Candidates::Names(names) => answer.names = Some(passed.iter().map(|&(i, _)| names[i]).collect()),
+        Candidates::Nodes(items) => answer.nodes = Some(passed.iter().map(|&(i, _)| &items[i]).collect()),
+        Candidates::None => answer.names = Some(Vec::new()),
+    }
     answer.plan_reason = plan.into_reason();
+    answer
+}
+
+/// Where the pod could race another for GPUs only the extender protects, keeps one passing node (best fit, or the
+/// first open slot), fails the others as [`NARROWED`] and says what to assume.
+fn narrow<'a>(
+    state: &ExtenderState,
+    pod: &Pod,
+    plan: &Plan<'_>,
+    passed: &mut Vec<(usize, &'a str)>,
+    failed: &mut Vec<(&'a str, Reason)>,
+) -> Option<Assumption> {
+    let (namespace, name) = (pod.metadata.namespace.as_ref()?, pod.metadata.name.as_ref()?);
+    let (keep, gpus, job) = match plan {
+        Plan::Room { gpus } => {
+            if !passed.iter().any(|(_, n)| state.room(n).is_some_and(|r| r.exposed)) {
+                return None;
+            }
+            // The first of the best: max_by_key would keep the last.
+            let scores = passed.iter().map(|(_, n)| best_fit_score(state, n, *gpus));
+            let best = scores.enumerate().fold(None, |best: Option<(usize, i64)>, (k, score)| match best {
+                Some((_, b)) if b >= score => best,
+                _ => Some((k, score)),
+            });
+            (best?.0, *gpus, None)
+        }
+        Plan::OpenSlots { job, .. } if !passed.is_empty() => (0, 0, Some(job.clone())),
+        _ => return None,
+    };
+    let chosen = passed[keep];
+    failed.extend(passed.iter().filter(|p| p.0 != chosen.0).map(|&(_, n)| (n, Reason::Fixed(NARROWED))));
+    passed.clear();
+    passed.push(chosen);
+    Some(Assumption { namespace: namespace.clone(), name: name.clone(), node: Arc::from(chosen.1), gpus, job })
+}
+
+/// [`filter`] as the extender serves it: what was assumed for this pod before no longer counts (it is being placed
+/// again), and the new answer's assumption is recorded.
+pub fn filter_and_assume<'a>(state: &mut ExtenderState, request: &Request<'a>) -> FilterAnswer<'a> {
+    if let Some(pod) = request.pod
+        && let (Some(namespace), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref())
+    {
+        state.forget(namespace, name);
+    }
+    let answer = filter(state, request);
+    if let Some(assumption) = answer.assumption() {
+        state.assume(assumption.clone());
+    }
     answer
 }
 
@@ -400,7 +455,7 @@ pub fn prioritize<'a>(state: &ExtenderState, request: &Request<'a>) -> Result<Sc
 mod tests {
     use super::*;
     use crate::extender::slots::tests::jobset_pod;
-    use crate::extender::state::tests::{bound, cluster, gang_with_spec, node, with_gpus};
+    use crate::extender::state::tests::{NOW, bound, cluster, gang_with_spec, node, with_gpus};
     use muster_api::gang::GangPhase;
     use serde_json::json;
 
@@ -502,7 +557,11 @@ mod tests {
         let slots = [("workers", 0, 0, "gpu-0"), ("workers", 0, 1, "gpu-0"), ("workers", 0, 2, "gpu-2")];
         s.apply_gang(&gang_with_spec("train", GangPhase::Admitted, 2, &slots));
         let pod = jobset_pod("ml", "train", "workers", "0", None);
-        assert_eq!(passed(&filter_result(&s, &args(&pod, &NODES))), ["gpu-0", "gpu-2"]);
+        // Both nodes have open slots; the pod is offered the first, so that the next pod of the Job can be sent to
+        // another slot before this one is seen bound (see the test below).
+        let r = filter_result(&s, &args(&pod, &NODES));
+        assert_eq!(passed(&r), ["gpu-0"]);
+        assert_eq!(r.failed_nodes["gpu-2"], NARROWED);
         let mut p = bound(pod.clone(), "gpu-0");
         for i in 0..2 {
             p.metadata.name = Some(format!("bound-{i}"));
@@ -546,8 +605,11 @@ mod tests {
         assert_eq!(r.failed_nodes["gpu-2"], PREEMPTIBLE, "the plain pod could be preempted");
         assert_eq!(r.failed_and_unresolvable_nodes["gpu-9"], UNKNOWN_NODE);
 
+        // gpu-1 has GPUs reserved for a gang whose pods are not all bound, which the scheduler's own count does not
+        // see: the pod gets one node, the first best fit.
         let r = filter_result(&s, &args(&plain_pod("p", 2), &candidates));
-        assert_eq!(passed(&r), ["gpu-1", "gpu-2", "gpu-3"]);
+        assert_eq!(passed(&r), ["gpu-1"]);
+        assert_eq!((r.failed_nodes["gpu-2"].as_str(), r.failed_nodes["gpu-3"].as_str()), (NARROWED, NARROWED));
         // Best fit: gpu-1 and gpu-2 have exactly 2 free, gpu-3 would be left with 6 of 8.
         let scores = prioritize(&s, &args(&plain_pod("p", 2), &candidates)).expect("scores");
         assert_eq!(scores.iter().map(|h| h.score).collect::<Vec<_>>(), [0, 10, 10, 3, 0]);
@@ -566,6 +628,72 @@ mod tests {
         assert_eq!(passed(&filter_result(&s, &args(&finished, &candidates))), ["gpu-3"]);
     }
 
+    /// `filter` as the extender serves it: the answer's assumption recorded.
+    fn filter_assumed(s: &mut ExtenderState, args: &ExtenderArgs) -> ExtenderFilterResult {
+        filter_and_assume(s, &args.into()).into_result()
+    }
+
+    #[test]
+    fn plain_gpu_pods_racing_for_gpus_only_the_extender_protects_get_them_one_at_a_time() {
+        // gpu-1: 4 of 8 reserved for a gang whose pod is not bound yet (the scheduler sees 8 free there); the other
+        // nodes are reserved whole.
+        let mut s = four_nodes();
+        let full = [("workers", 0, 0, "gpu-0"), ("workers", 1, 0, "gpu-2"), ("workers", 2, 0, "gpu-3")];
+        s.apply_gang(&gang_with_spec("whole", GangPhase::Admitted, 8, &full));
+        s.apply_gang(&gang_with_spec("half", GangPhase::Admitted, 4, &[("workers", 0, 0, "gpu-1")]));
+        assert!(s.room("gpu-1").is_some_and(|r| r.exposed && r.free() == 4));
+
+        let r = filter_assumed(&mut s, &args(&plain_pod("p1", 4), &NODES));
+        assert_eq!(passed(&r), ["gpu-1"]);
+        // The scheduler asks about p2 before its watch has shown p1 bound: gpu-1's 4 free GPUs are taken.
+        let r = filter_assumed(&mut s, &args(&plain_pod("p2", 4), &NODES));
+        assert!(passed(&r).is_empty(), "{r:?}");
+        assert_eq!(r.failed_nodes["gpu-1"], PREEMPTIBLE);
+        // p1 filtered again (its scheduling cycle failed after our answer): its own assumption does not count.
+        assert_eq!(passed(&filter_assumed(&mut s, &args(&plain_pod("p1", 4), &NODES))), ["gpu-1"]);
+        // The watch shows p1 bound: the bound pod takes over from the assumption, nothing counts twice.
+        s.apply_pod(&bound(plain_pod("p1", 4), "gpu-1"));
+        assert_eq!(s.room("gpu-1").map(|r| (r.free(), r.preemptible)), Some((0, 4)));
+        s.delete_pod("default", "p1");
+        assert_eq!(s.room("gpu-1").map(|r| r.free()), Some(4), "p1 gone, and no longer assumed");
+
+        // An assumption the watch never confirms (p3 deleted before binding) ends after ASSUMPTION_TTL.
+        assert_eq!(passed(&filter_assumed(&mut s, &args(&plain_pod("p3", 4), &NODES))), ["gpu-1"]);
+        s.set_time(NOW + crate::extender::state::ASSUMPTION_TTL / 2);
+        assert!(passed(&filter_assumed(&mut s, &args(&plain_pod("p4", 4), &NODES))).is_empty());
+        s.set_time(NOW + crate::extender::state::ASSUMPTION_TTL + std::time::Duration::from_secs(1));
+        assert_eq!(passed(&filter_assumed(&mut s, &args(&plain_pod("p4", 4), &NODES))), ["gpu-1"]);
+
+        // Where no passing node is exposed, the scheduler's own count protects the GPUs: every node that fits
+        // passes, and nothing is assumed.
+        let mut s = four_nodes();
+        let request = args(&plain_pod("p", 4), &NODES);
+        let answer = filter_and_assume(&mut s, &(&request).into());
+        assert!(answer.assumption().is_none());
+        assert_eq!(passed(&answer.into_result()), NODES);
+    }
+
+    #[test]
+    fn nonindexed_pods_filtered_back_to_back_take_different_slots() {
+        let mut s = four_nodes();
+        let slots = [("workers", 0, 0, "gpu-0"), ("workers", 0, 1, "gpu-0"), ("workers", 0, 2, "gpu-2")];
+        s.apply_gang(&gang_with_spec("train", GangPhase::Admitted, 2, &slots));
+        let pod = |name: &str| with_gpus(jobset_pod("ml", "train", "workers", "0", None), name, 2);
+        let sent: Vec<Vec<String>> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|p| filter_assumed(&mut s, &args(&pod(p), &NODES)).node_names.unwrap_or_default())
+            .collect();
+        assert_eq!(sent, [vec!["gpu-0"], vec!["gpu-0"], vec!["gpu-2"], vec![]]);
+        // a and b bound where they were sent: the slots stay taken, once.
+        s.apply_pod(&bound(pod("a"), "gpu-0"));
+        s.apply_pod(&bound(pod("b"), "gpu-0"));
+        assert!(passed(&filter_assumed(&mut s, &args(&pod("d"), &NODES))).is_empty());
+        // c never binds (deleted before, which the bound-pod watch does not show): its slot is free again once its
+        // assumption expires.
+        s.set_time(NOW + crate::extender::state::ASSUMPTION_TTL + std::time::Duration::from_secs(1));
+        assert_eq!(passed(&filter_assumed(&mut s, &args(&pod("d"), &NODES))), ["gpu-2"]);
+    }
+
     #[test]
     fn room_outside_reservations_is_the_admission_models_free_room_on_trusted_nodes() {
         let mut s = four_nodes();
@@ -578,11 +706,11 @@ mod tests {
         s.apply_pod(&bound(gang_pod("a-extra", 2), "gpu-0"));
         s.apply_pod(&bound(with_gpus(jobset_pod("ml", "none", "w", "0", Some("0")), "n", 1), "gpu-1"));
         s.apply_pod(&bound(plain_pod("p", 1), "gpu-2"));
-        let free: Vec<u32> = NODES.iter().filter_map(|n| room(&s, n)).map(|r| r.free()).collect();
+        let free: Vec<u32> = NODES.iter().filter_map(|n| s.room(n)).map(|r| r.free()).collect();
         assert_eq!(free, [3, 3, 7, 8]);
         for n in NODES {
             let id = s.model().id(n).expect("known");
-            assert_eq!(room(&s, n).map(|r| r.free()), Some(s.model().free(id).gpus), "{n}");
+            assert_eq!(s.room(n).map(|r| r.free()), Some(s.model().free(id).gpus), "{n}");
         }
         let r = filter_result(&s, &args(&plain_pod("q", 4), &NODES));
         assert_eq!(passed(&r), ["gpu-2", "gpu-3"]);
@@ -597,14 +725,14 @@ mod tests {
         }
         s.apply_gpunode(&stale);
         assert_eq!(s.model().free(s.model().id("gpu-0").expect("known")).gpus, 0, "admission does not trust it");
-        assert_eq!(room(&s, "gpu-0").map(|r| r.free()), Some(3));
+        assert_eq!(s.room("gpu-0").map(|r| r.free()), Some(3));
         // Trusted with 2 unhealthy GPUs: only the healthy ones are usable.
         s.apply_gpunode(&crate::extender::state::tests::gpunode("gpu-3", 6, 2));
-        assert_eq!(room(&s, "gpu-3").map(|r| r.free()), Some(6));
+        assert_eq!(s.room("gpu-3").map(|r| r.free()), Some(6));
         let r = filter_result(&s, &args(&plain_pod("q", 8), &["gpu-3"]));
         assert_eq!(r.failed_and_unresolvable_nodes["gpu-3"], NO_HEALTHY);
         s.apply_node(&node("gpu-5", 8));
-        assert_eq!(room(&s, "gpu-5").map(|r| r.free()), Some(8), "no GPUNode: the device plugin's count");
+        assert_eq!(s.room("gpu-5").map(|r| r.free()), Some(8), "no GPUNode: the device plugin's count");
     }
 
     #[test]

@@ -270,7 +270,8 @@ pub fn filter_body(cache: &Cache, body: &[u8]) -> (Answer, &'static str) {
         return (json_body(&error(NOT_SYNCED.to_owned())), "not_ready");
     }
     let request = args.request();
-    let answer = decide::filter(&cache.read(), &request);
+    // Under the write lock: the answer's assumption must be recorded before the next filter decides.
+    let answer = decide::filter_and_assume(&mut cache.write(), &request);
     let outcome = if answer.error_text().is_empty() { "ok" } else { "bad_request" };
     (json_body(&answer), outcome)
 }

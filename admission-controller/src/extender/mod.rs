@@ -15,13 +15,15 @@
 //! cluster's default scheduler never reach it, so they are kept off reserved GPUs only if they are routed to the
 //! Muster scheduler too.
 //!
-//! It is stateless beyond its watches (Nodes, GPUNodes, Gangs, bound unfinished Pods), so several replicas answer
-//! alike. Its cache lags the API server by the watch latency, which matters in two places: a pod of a gang admitted
-//! a moment ago may be refused once as "not admitted" (the scheduler retries), and two plain GPU pods scheduled
-//! back to back may both see GPUs the first one is about to take (kube-scheduler binds asynchronously and the
-//! extender learns of a binding only from the watch, kubernetes#82359). Pods of Indexed gang Jobs (JobSet's default)
-//! are not exposed to the second, each has its own node; two pods of a NonIndexed gang Job are, for a moment. The
-//! window is the bind-to-watch latency; closing it exactly would take being the binder too (`bindVerb`).
+//! Its state is its watches (Nodes, GPUNodes, Gangs, bound unfinished Pods) plus the pods its own `filter` answers
+//! have just placed and the watch has not shown bound yet (*assumed* pods, [`state`]); only the replica whose
+//! scheduler holds the Lease is asked, so the others need neither. The cache lags the API server by the watch
+//! latency. A pod of a gang admitted a moment ago may therefore be refused once as "not admitted" (the scheduler
+//! retries). Two GPU pods scheduled back to back cannot both take the same GPU, although the extender learns of a
+//! binding only from its watch (kubernetes#82359): kube-scheduler's own `NodeResourcesFit` counts `nvidia.com/gpu`
+//! with the pods it has placed (the resource is managed with `ignoredByScheduler: false`), and where that count
+//! does not protect GPUs only the extender knows about (reservations whose pods are not bound, unhealthy GPUs,
+//! NonIndexed slots), `filter` offers one node and assumes the pod there ([`decide`]).
 
 pub mod cli;
 pub mod decide;

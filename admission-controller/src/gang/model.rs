@@ -452,6 +452,11 @@ impl ClusterModel {
         self.reservations.iter()
     }
 
+    /// A bound pod the model counts.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodInfo> {
+        self.pods.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
     pub fn id(&self, name: &str) -> Option<NodeId> {
         self.ids.get(name).copied()
     }
