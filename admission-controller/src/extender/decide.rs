@@ -5,7 +5,9 @@
 //!   Job passes on the nodes of its Job's slots that bound pods do not fill yet.
 //! - A pod of a gang that is not admitted (Pending, Requeued, Inadmissible) passes nowhere: it waits for admission.
 //! - Any other pod that asks for GPUs (no Gang for its JobSet, a Finished gang, or no JobSet at all) passes where it
-//!   fits without touching GPUs reserved for gangs. GPUs its pods could free by preemption fail resolvably.
+//!   fits without touching GPUs reserved for gangs, and not on nodes held for the head gang of a queue (the Gang's
+//!   `status.heldNodes`): admission keeps other gangs off them so their GPUs gather for the head, and so does the
+//!   extender for every other GPU pod. GPUs its pods could free by preemption fail resolvably.
 //! - Any other pod without GPUs passes everywhere (with `managedResources: nvidia.com/gpu` the scheduler does not
 //!   even ask).
 //!
@@ -95,6 +97,7 @@ const UNKNOWN_NODE: &str = "node not known to the Muster extender yet";
 const RESERVED: &str = "nvidia.com/gpu reserved for admitted gangs";
 const PREEMPTIBLE: &str = "Insufficient nvidia.com/gpu outside gang reservations";
 const NO_HEALTHY: &str = "not enough healthy nvidia.com/gpu";
+const HELD: &str = "nvidia.com/gpu held for the gang at the head of a queue";
 /// A node that fits, left out so that the pod gets exactly one (module documentation).
 pub const NARROWED: &str =
     "fits, but the Muster extender offers this pod one node at a time where it could race another for reserved GPUs";
@@ -164,6 +167,10 @@ fn plan<'s>(state: &'s ExtenderState, pod: &Pod) -> Result<Plan<'s>, DecideError
 
 fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit {
     let Some(r) = state.room(name) else { return Fit::Unresolvable(Reason::Fixed(UNKNOWN_NODE)) };
+    if state.held_for(name).is_some() {
+        // Whatever frees up here goes to that gang; preempting for this pod would not change that.
+        return Fit::Unresolvable(Reason::Fixed(HELD));
+    }
     let free = r.free();
     if free >= gpus {
         Fit::Pass
@@ -179,7 +186,7 @@ fn fit(state: &ExtenderState, name: &str, gpus: u32) -> Fit {
 /// Best fit: 10 when the pod fills the node's free GPUs exactly, down to 0 the more room it would leave.
 fn best_fit_score(state: &ExtenderState, name: &str, gpus: u32) -> i64 {
     match state.room(name) {
-        Some(r) if r.free() >= gpus && r.usable > 0 => {
+        Some(r) if r.free() >= gpus && r.usable > 0 && state.held_for(name).is_none() => {
             let left = i64::from(r.free() - gpus);
             MAX_EXTENDER_PRIORITY - (MAX_EXTENDER_PRIORITY * left).div_euclid(i64::from(r.usable))
         }
@@ -626,6 +633,33 @@ mod tests {
         s.apply_gang(&gang_with_spec("done", GangPhase::Finished, 8, &[("workers", 0, 0, "gpu-0")]));
         let finished = jobset_pod("ml", "done", "workers", "0", Some("0"));
         assert_eq!(passed(&filter_result(&s, &args(&finished, &candidates))), ["gpu-3"]);
+    }
+
+    #[test]
+    fn nodes_held_for_a_queue_head_take_no_other_gpu_pod() {
+        let mut s = four_nodes();
+        let mut head = gang_with_spec("head", GangPhase::Pending, 8, &[]);
+        if let Some(status) = head.status.as_mut() {
+            status.held_nodes = vec!["gpu-2".into(), "gpu-3".into()];
+        }
+        s.apply_gang(&head);
+        let r = filter_result(&s, &args(&plain_pod("p", 8), &NODES));
+        assert_eq!(passed(&r), ["gpu-0", "gpu-1"]);
+        assert_eq!(
+            (r.failed_and_unresolvable_nodes["gpu-2"].as_str(), r.failed_and_unresolvable_nodes["gpu-3"].as_str()),
+            (HELD, HELD)
+        );
+        let scores = prioritize(&s, &args(&plain_pod("p", 8), &NODES)).expect("scores");
+        assert_eq!(scores.iter().map(|h| h.score).collect::<Vec<_>>(), [10, 10, 0, 0]);
+        // Admitted: the hold is gone (the placement now reserves what it needs), and so is the refusal.
+        let admitted = gang_with_spec("head", GangPhase::Admitted, 8, &[("workers", 0, 0, "gpu-2")]);
+        s.apply_gang(&admitted);
+        assert_eq!(s.held_for("gpu-3"), None);
+        assert_eq!(passed(&filter_result(&s, &args(&plain_pod("p", 8), &NODES))), ["gpu-0", "gpu-1", "gpu-3"]);
+        // A deleted gang holds nothing either.
+        s.apply_gang(&head);
+        s.delete_gang("ml", "head");
+        assert_eq!((s.held_for("gpu-2"), s.held_for("gpu-3")), (None, None));
     }
 
     /// `filter` as the extender serves it: the answer's assumption recorded.

@@ -26,6 +26,7 @@ use crate::gang::demand::GangDemand;
 use crate::gang::model::{ClusterModel, GpuReport, ModelConfig};
 use crate::gang::objects::{node_info, pod_info};
 use crate::gang::placement::per_node_of;
+use crate::gang::snapshot::recorded_holds;
 use crate::gang::{GangKey, Resources};
 
 /// GPUs on a node as a pod outside gangs sees them. Gangs are charged as the admission model charges them, per gang
@@ -111,6 +112,9 @@ pub struct ExtenderState {
     bound: HashMap<(String, String), (GangKey, JobRef, Arc<str>)>,
     /// Per Job of a gang, bound pods per node (what NonIndexed pods need to find a free slot).
     job_pods: HashMap<(GangKey, JobRef), BTreeMap<Arc<str>, u32>>,
+    /// Nodes held for the heads of queues (their Gangs' `status.heldNodes`): no other GPU pod may take GPUs there,
+    /// or a stream of small pods could keep a big head gang from ever gathering its nodes.
+    held: HashMap<Arc<str>, GangKey>,
 }
 
 #[derive(Debug)]
@@ -131,7 +135,13 @@ impl ExtenderState {
             gangs: HashMap::new(),
             bound: HashMap::new(),
             job_pods: HashMap::new(),
+            held: HashMap::new(),
         }
+    }
+
+    /// The gang `node` is held for, if any.
+    pub fn held_for(&self, node: &str) -> Option<&GangKey> {
+        self.held.get(node)
     }
 
     pub fn model(&self) -> &ClusterModel {
@@ -335,6 +345,10 @@ impl ExtenderState {
                 self.refresh_room(&node);
             }
         }
+        self.held.retain(|_, holder| *holder != key);
+        for (node, holder) in recorded_holds(std::slice::from_ref(gang)) {
+            self.held.insert(Arc::from(node), holder);
+        }
         self.gangs.insert(key, GangEntry { record, reserved });
     }
 
@@ -343,6 +357,7 @@ impl ExtenderState {
         for node in self.release(&key) {
             self.refresh_room(&node);
         }
+        self.held.retain(|_, holder| *holder != key);
         self.gangs.remove(&key);
     }
 
