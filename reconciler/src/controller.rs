@@ -109,7 +109,7 @@ pub async fn run(
     let job_stream =
         watcher(Api::<Job>::all(client.clone()), watcher::Config::default().labels(keys::JOBSET_NAME).any_semantic())
             .default_backoff()
-            .modify(|job| job.managed_fields_mut().clear())
+            .modify(crate::plan::suspend::trim_for_cache)
             .reflect(writer)
             .touched_objects();
     // Services carry no label to select on (upstream creates them without), so the watch is cluster-wide but of
@@ -342,7 +342,7 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
         }
         Action::ResumeJob { job, clear_start_time } => {
             // The resourceVersion from our cache makes a concurrent change a conflict, retried next pass. Clearing
-            // the start time just before is our own change, not a concurrent one: the update carries the
+            // the start time just before is our own change, not a concurrent one: the patch carries the
             // resourceVersion it returned.
             let mut job = job.clone();
             if *clear_start_time {
@@ -353,7 +353,8 @@ async fn apply(action: &Action, jobset: &JobSet, namespace: &str, ctx: &Context)
                     .map_err(kube_err("clear_start_time"))?;
                 job.metadata.resource_version = cleared.metadata.resource_version;
             }
-            jobs.replace(&job.name_any(), &PostParams::default(), &job).await.map_err(kube_err("resume_job"))?;
+            let patch = Patch::Merge(crate::plan::suspend::resume_patch(&job));
+            jobs.patch(&job.name_any(), &PatchParams::default(), &patch).await.map_err(kube_err("resume_job"))?;
         }
         Action::DeleteJobSet => {
             let api: Api<JobSet> = Api::namespaced(ctx.client.clone(), namespace);

@@ -54,8 +54,10 @@ fn uid(job: &Job) -> Option<&str> {
 }
 
 impl OwnWrites {
-    pub fn created(&mut self, jobset_uid: &str, job: Job, at: Instant) {
+    pub fn created(&mut self, jobset_uid: &str, mut job: Job, at: Instant) {
         let Some(name) = job.metadata.name.clone() else { return };
+        // Kept like the watch cache keeps Jobs, so planning sees one shape either way.
+        crate::plan::suspend::trim_for_cache(&mut job);
         self.jobsets.entry(jobset_uid.into()).or_default().insert(name, Write::Created { job: Box::new(job), at });
     }
 
