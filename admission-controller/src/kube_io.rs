@@ -203,6 +203,16 @@ pub async fn ensure_secret(client: &Client, cfg: &SelfManaged) -> Result<StoredC
         .ok_or_else(|| SelfManagedError::SecretContention(cfg.secret_name.clone()))
 }
 
+/// Sets `bundle` in every one of `slots`; whether any changed. Every slot is visited (a short-circuiting `any`
+/// over a lazy `map` would stop at the first change and leave the other webhooks untrusting).
+fn set_bundle<'a>(slots: impl Iterator<Item = &'a mut Option<ByteString>>, bundle: &ByteString) -> bool {
+    let mut changed = false;
+    for slot in slots {
+        changed |= slot.replace(bundle.clone()).as_ref() != Some(bundle);
+    }
+    changed
+}
+
 /// Sets `caBundle` on every webhook of both configurations, the JobSet and the pod webhooks (get, modify, replace:
 /// `webhooks` is a list, which a merge patch would replace wholesale). A configuration that is
 /// missing is an error, retried: its webhooks would otherwise be called without trusting our certificate.
@@ -211,8 +221,7 @@ pub async fn inject_ca_bundle(client: &Client, cfg: &SelfManaged, ca_bundle: &[u
     let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let name = &cfg.mutating_configuration;
     let mut m = mutating.get_opt(name).await?.ok_or_else(|| SelfManagedError::ConfigurationMissing(name.clone()))?;
-    let hooks = m.webhooks.iter_mut().flatten();
-    if hooks.map(|h| h.client_config.ca_bundle.replace(bundle.clone())).any(|old| old.as_ref() != Some(&bundle)) {
+    if set_bundle(m.webhooks.iter_mut().flatten().map(|h| &mut h.client_config.ca_bundle), &bundle) {
         mutating.replace(name, &PostParams::default(), &m).await?;
     }
     let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
@@ -220,8 +229,7 @@ pub async fn inject_ca_bundle(client: &Client, cfg: &SelfManaged, ca_bundle: &[u
         .get_opt(&cfg.validating_configuration)
         .await?
         .ok_or_else(|| SelfManagedError::ConfigurationMissing(cfg.validating_configuration.clone()))?;
-    let hooks = v.webhooks.iter_mut().flatten();
-    if hooks.map(|h| h.client_config.ca_bundle.replace(bundle.clone())).any(|old| old.as_ref() != Some(&bundle)) {
+    if set_bundle(v.webhooks.iter_mut().flatten().map(|h| &mut h.client_config.ca_bundle), &bundle) {
         validating.replace(&cfg.validating_configuration, &PostParams::default(), &v).await?;
     }
     Ok(())
@@ -268,6 +276,15 @@ mod tests {
 
     fn cfg() -> SelfManaged {
         default_self_managed("muster-system")
+    }
+
+    #[test]
+    fn the_bundle_reaches_every_webhook_not_only_the_first() {
+        let (old, new) = (ByteString(b"old".to_vec()), ByteString(b"new".to_vec()));
+        let mut slots = vec![None, Some(old.clone()), Some(new.clone())];
+        assert!(set_bundle(slots.iter_mut(), &new));
+        assert!(slots.iter().all(|s| s.as_ref() == Some(&new)), "{slots:?}");
+        assert!(!set_bundle(slots.iter_mut(), &new), "nothing to change: no write");
     }
 
     #[test]
