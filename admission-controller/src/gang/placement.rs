@@ -20,6 +20,11 @@
 //! - the domain of an exclusive Job is closed to the gang's other Jobs (the leader's anti-affinity is symmetric for
 //!   the scheduler).
 //!
+//! Not modelled: the same symmetry for *other* gangs. A gang without exclusive placement may still be placed in a
+//! domain where another gang's exclusive Job runs (the model does not record which reservations are exclusive);
+//! the scheduler then refuses its pods if they have that Job's priority, and the gang is requeued after the
+//! pods-ready timeout.
+//!
 //! The node-selector strategy (`alpha.jobset.sigs.k8s.io/node-selector` too) pins Job `i` to the nodes labelled
 //! for it; placement honours that per-Job nodeSelector ([`PodSetDemand::job_constraints`]) and nothing more.
 //!
@@ -230,18 +235,17 @@ type KeptDomains<'a> = BTreeMap<&'a str, Vec<(String, (&'a str, i32), bool)>>;
 
 fn kept_domains<'a>(model: &ClusterModel, gang: &'a GangDemand, kept: &'a [SlotPlacement]) -> KeptDomains<'a> {
     let mut out: KeptDomains<'a> = BTreeMap::new();
-    for key in gang.pod_sets.iter().filter_map(PodSetDemand::exclusive_domain_key) {
-        let entry = out.entry(&**key).or_default();
-        if !entry.is_empty() {
-            continue;
-        }
+    let keys: std::collections::BTreeSet<&str> =
+        gang.pod_sets.iter().filter_map(PodSetDemand::exclusive_domain_key).map(|k| &**k).collect();
+    for key in keys {
+        let entry = out.entry(key).or_default();
         for slot in kept {
             let labels = model.slot_by_name(&slot.node).and_then(|s| s.node.as_ref()).map(|n| &n.labels);
-            let Some(value) = labels.and_then(|l| l.get(&**key)) else { continue };
+            let Some(value) = labels.and_then(|l| l.get(key)) else { continue };
             let exclusive = gang
                 .pod_sets
                 .iter()
-                .any(|p| p.name == slot.pod_set && p.exclusive_domain_key().is_some_and(|k| **k == **key));
+                .any(|p| p.name == slot.pod_set && p.exclusive_domain_key().is_some_and(|k| **k == *key));
             entry.push((value.clone(), (slot.pod_set.as_str(), slot.job_index), exclusive));
         }
     }
