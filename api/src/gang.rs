@@ -64,6 +64,23 @@ pub struct PodSet {
     pub required_node_affinity: Option<NodeSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Upstream's exclusive placement (`alpha.jobset.sigs.k8s.io/exclusive-topology` on the ReplicatedJob template,
+    /// else on the JobSet): each Job's pods share one topology domain that no other Job uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<ExclusivePlacement>,
+}
+
+/// How the Jobs of a pod set are placed exclusively, as the JobSet's annotations ask.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExclusivePlacement {
+    /// The node label whose values are the topology domains (the annotation's value).
+    pub topology_key: String,
+    /// `alpha.jobset.sigs.k8s.io/node-selector` is set too: the Jobs are pinned to nodes pre-labelled
+    /// `alpha.jobset.sigs.k8s.io/namespaced-job=<namespace>_<job name>` (and tolerate
+    /// `alpha.jobset.sigs.k8s.io/no-schedule`) instead of being given a domain by pod affinity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_selector_strategy: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -388,4 +388,19 @@ impl JobSet {
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.metadata.annotations.as_ref()?.get(key).map(String::as_str)
     }
+
+    /// Upstream's exclusive placement of a ReplicatedJob's Jobs (reference §2.1): the `exclusive-topology`
+    /// annotation of the ReplicatedJob's Job template, else of the JobSet; `node-selector` counts only from the
+    /// same level as the topology key it goes with.
+    pub fn exclusive_placement(&self, rjob: &ReplicatedJob) -> Option<crate::gang::ExclusivePlacement> {
+        let from = |a: Option<&std::collections::BTreeMap<String, String>>| {
+            let a = a?;
+            Some(crate::gang::ExclusivePlacement {
+                topology_key: a.get(keys::EXCLUSIVE_TOPOLOGY)?.clone(),
+                node_selector_strategy: a.contains_key(keys::NODE_SELECTOR_STRATEGY),
+            })
+        };
+        from(rjob.template.metadata.as_ref().and_then(|m| m.annotations.as_ref()))
+            .or_else(|| from(self.metadata.annotations.as_ref()))
+    }
 }

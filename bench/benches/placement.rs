@@ -111,6 +111,7 @@ fn gang(i: usize, pods: u32, gpus: u32, selector: Option<&str>, rng: &mut Rng) -
             pods_per_job,
             per_pod: Resources::new(gpus, u64::from(gpus) * 12_000, u64::from(gpus) * (96 << 30), 1),
             constraints: Arc::new(constraints),
+            exclusive: None,
         }],
     }
 }

@@ -590,7 +590,7 @@ impl Admission {
             self.model.release(&key);
             let _ = self.model.reserve(&key, &kept_per_node);
             let nodes = bad.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-            match replace_slots(&self.model, demand, &moving, &avoid) {
+            match replace_slots(&self.model, demand, &moving, &kept, &avoid) {
                 Ok(new) => {
                     for slot in &mut t.desired.placement {
                         if let Some(n) = new.iter().find(|n| {

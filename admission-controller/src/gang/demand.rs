@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use muster_api::gang::GangSpec;
-use muster_api::keys::GPU_RESOURCE;
+use muster_api::keys::{GPU_RESOURCE, NAMESPACED_JOB, NO_SCHEDULE_TAINT};
 
 use super::{GangKey, Resources};
 use crate::quantity::{self, QuantityError};
@@ -31,6 +31,22 @@ pub struct PodSetDemand {
     pub per_pod: Resources,
     /// Shared (`Arc`) so that the model can cache eligibility per distinct constraint set.
     pub constraints: Arc<Constraints>,
+    /// Upstream's exclusive placement of the pod set's Jobs, when the JobSet asks for it.
+    pub exclusive: Option<Exclusive>,
+}
+
+/// Exclusive placement of a pod set's Jobs (reference §3.12), as placement honours it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Exclusive {
+    /// The affinity strategy: all pods of a Job in one domain (nodes sharing a value of this node label; nodes
+    /// without it do not qualify), and no other Job in that domain. The scheduler enforces it through the pod
+    /// affinity and anti-affinity the pod webhooks give each Job's leader.
+    Domain(Arc<str>),
+    /// The node-selector strategy: Job `i` goes only to nodes pre-labelled
+    /// `alpha.jobset.sigs.k8s.io/namespaced-job=<namespace>_<jobset>-<pod set>-<i>`, with a toleration of the
+    /// `alpha.jobset.sigs.k8s.io/no-schedule` taint: the reconciler adds both to that Job's pods. Whoever labelled
+    /// the nodes chose the domains, so placement only honours the per-Job nodeSelector.
+    NodeSelector,
 }
 
 /// The node constraints of one pod template.
@@ -258,6 +274,27 @@ impl PodSetDemand {
     pub fn pods(&self) -> u32 {
         self.jobs.saturating_mul(self.pods_per_job)
     }
+
+    /// The topology key of the affinity strategy, if the pod set uses it.
+    pub fn exclusive_domain_key(&self) -> Option<&Arc<str>> {
+        match &self.exclusive {
+            Some(Exclusive::Domain(key)) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The constraints of Job `job`'s pods: the pod set's, plus for the node-selector strategy the nodeSelector
+    /// and toleration that the reconciler gives that Job alone.
+    pub fn job_constraints(&self, gang: &GangKey, job: u32) -> Arc<Constraints> {
+        if self.exclusive != Some(Exclusive::NodeSelector) {
+            return Arc::clone(&self.constraints);
+        }
+        let (namespace, jobset) = gang.namespace_and_name();
+        let mut c = (*self.constraints).clone();
+        c.node_selector.insert(NAMESPACED_JOB.to_owned(), format!("{namespace}_{jobset}-{}-{job}", self.name));
+        c.tolerations.push(Toleration::exists(NO_SCHEDULE_TAINT, Some(TaintEffect::NoSchedule)));
+        Arc::new(c)
+    }
 }
 
 impl GangDemand {
@@ -272,7 +309,10 @@ impl GangDemand {
     /// What placement depends on, without names: gangs of one shape fit or fail together.
     pub fn shape(&self) -> GangShape {
         GangShape(
-            self.pod_sets.iter().map(|p| (p.jobs, p.pods_per_job, p.per_pod, Arc::clone(&p.constraints))).collect(),
+            self.pod_sets
+                .iter()
+                .map(|p| (p.jobs, p.pods_per_job, p.per_pod, Arc::clone(&p.constraints), p.exclusive.clone()))
+                .collect(),
         )
     }
 
@@ -337,7 +377,21 @@ impl GangDemand {
                     })
                     .collect(),
             };
-            pod_sets.push(PodSetDemand { name, jobs, pods_per_job, per_pod, constraints: Arc::new(constraints) });
+            let exclusive = ps.exclusive.as_ref().map(|e| {
+                if e.node_selector_strategy {
+                    Exclusive::NodeSelector
+                } else {
+                    Exclusive::Domain(Arc::from(e.topology_key.as_str()))
+                }
+            });
+            pod_sets.push(PodSetDemand {
+                name,
+                jobs,
+                pods_per_job,
+                per_pod,
+                constraints: Arc::new(constraints),
+                exclusive,
+            });
         }
         if total == 0 {
             return Err(DemandError::NoSlots);
@@ -359,7 +413,10 @@ pub const MAX_SLOTS: u64 = 100_000;
 
 /// See [`GangDemand::shape`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct GangShape(Vec<(u32, u32, Resources, Arc<Constraints>)>);
+pub struct GangShape(Vec<PodSetShape>);
+
+/// Jobs, pods per Job, one pod's request, constraints and exclusivity of a pod set.
+type PodSetShape = (u32, u32, Resources, Arc<Constraints>, Option<Exclusive>);
 
 /// Why a `Gang` spec cannot be turned into a demand; the gang is Inadmissible with this as the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

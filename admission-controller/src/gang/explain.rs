@@ -5,12 +5,16 @@
 //! head gang, GPU agent missing/stale/without NVML, then the GPU arithmetic (too few GPUs at all, unhealthy GPUs
 //! with their XID, busy GPUs, reservations by named gangs, running pods, fragmentation), then CPU, memory, pods.
 //! Causes are counted, the largest few are named with a few example nodes, so the text stays short at any scale.
+//!
+//! Pod sets placed exclusively per topology domain are also counted against the domains of their key: how many
+//! hold one of their Jobs, how many are used by other JobSets (now), how many are too small; a gang with more such
+//! Jobs than domains says so ("needs 4 domains of rack for its exclusive Jobs; the cluster has 3").
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::GangKey;
-use super::demand::{GangDemand, PodSetDemand};
+use super::demand::{Constraints, Exclusive, GangDemand, PodSetDemand};
 use super::model::{ClusterModel, Distrust, Ineligible, Slot, node_admits};
 use super::nodeset::NodeSet;
 
@@ -113,11 +117,29 @@ pub struct PodSetShortfall {
     pub causes: Vec<CauseCount>,
 }
 
+/// The exclusive Jobs of a gang on one topology key, against that key's domains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainShortfall {
+    pub topology_key: String,
+    /// The gang's Jobs placed exclusively on this key: each needs a domain of its own.
+    pub jobs_needed: u32,
+    /// Domains that hold one of those Jobs (on [`Basis::Now`]: free ones only).
+    pub domains_fit: u32,
+    /// Domains where pods or reservations of other JobSets are ([`Basis::Now`] only).
+    pub domains_used: u32,
+    /// A few of those, as `<value>: <namespace>/<jobset>`.
+    pub used_examples: Vec<String>,
+    /// Domains whose eligible nodes have too little room for one of the Jobs.
+    pub domains_too_small: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
     pub basis: Basis,
     /// Only the pod sets that do not fit on their own; empty when each fits alone but not all together.
     pub pod_sets: Vec<PodSetShortfall>,
+    /// Topology keys with fewer usable domains than the gang has exclusive Jobs on them.
+    pub domains: Vec<DomainShortfall>,
     /// GPUs missing: pods that do not fit × their GPUs (for the head-gang shortfall gauge).
     pub gpu_shortfall: u64,
     pub message: String,
@@ -129,18 +151,38 @@ pub fn explain(model: &ClusterModel, gang: &GangDemand, basis: Basis, holds: &[(
     let mut gpu_shortfall = 0u64;
     let mut every_single_fits = true;
     for ps in &gang.pod_sets {
-        let s = pod_set_shortfall(model, ps, basis, holds);
+        let s = pod_set_shortfall(model, &gang.key, ps, basis, holds);
         if s.pods_fit < s.pods_needed {
             every_single_fits = false;
             gpu_shortfall += u64::from(s.pods_needed - s.pods_fit) * u64::from(s.gpus_per_pod);
             pod_sets.push((ps, s));
         }
     }
+    let domains = domain_shortfalls(model, gang, basis, holds);
+    for d in &domains {
+        let per_job = gang
+            .pod_sets
+            .iter()
+            .filter(|p| p.exclusive_domain_key().is_some_and(|k| **k == *d.topology_key))
+            .map(|p| u64::from(p.per_pod.gpus) * u64::from(p.pods_per_job))
+            .min()
+            .unwrap_or(0);
+        gpu_shortfall += u64::from(d.jobs_needed - d.domains_fit) * per_job;
+    }
     let mut message = String::new();
     if basis == Basis::Empty {
         message.push_str("does not fit even the empty cluster: ");
     }
-    if every_single_fits {
+    for (i, d) in domains.iter().enumerate() {
+        if i > 0 {
+            message.push_str("; ");
+        }
+        render_domains(&mut message, basis, d);
+    }
+    if !domains.is_empty() && !pod_sets.is_empty() {
+        message.push_str("; ");
+    }
+    if every_single_fits && domains.is_empty() {
         let needed = gang.total_gpus();
         let _ = write!(
             message,
@@ -154,16 +196,156 @@ pub fn explain(model: &ClusterModel, gang: &GangDemand, basis: Basis, holds: &[(
         }
         render(&mut message, model, ps, s);
     }
-    Explanation { basis, pod_sets: pod_sets.into_iter().map(|(_, s)| s).collect(), gpu_shortfall, message }
+    Explanation { basis, pod_sets: pod_sets.into_iter().map(|(_, s)| s).collect(), domains, gpu_shortfall, message }
+}
+
+/// Per topology key of the gang's exclusive pod sets: the domains against the Jobs that need one each, when too few.
+/// A domain counts as holding a Job when its eligible nodes (not held for another gang) have room for all pods of
+/// one Job of any pod set on that key, as placement would put them there.
+fn domain_shortfalls(
+    model: &ClusterModel,
+    gang: &GangDemand,
+    basis: Basis,
+    holds: &[(&GangKey, &NodeSet)],
+) -> Vec<DomainShortfall> {
+    let mut keys: BTreeMap<&str, Vec<&PodSetDemand>> = BTreeMap::new();
+    for ps in &gang.pod_sets {
+        if let Some(key) = ps.exclusive_domain_key() {
+            keys.entry(&**key).or_default().push(ps);
+        }
+    }
+    let mut out = Vec::new();
+    for (key, sets) in keys {
+        let jobs_needed = sets.iter().map(|p| p.jobs).fold(0, u32::saturating_add);
+        let eligible: Vec<_> = sets.iter().map(|p| model.eligible(&p.constraints)).collect();
+        let mut d = DomainShortfall {
+            topology_key: key.to_owned(),
+            jobs_needed,
+            domains_fit: 0,
+            domains_used: 0,
+            used_examples: Vec::new(),
+            domains_too_small: 0,
+        };
+        let mut values: Vec<(&String, &NodeSet)> =
+            model.label_values(key).into_iter().flatten().filter(|(_, m)| !m.is_empty()).collect();
+        values.sort_unstable_by_key(|v| v.0);
+        for (value, members) in values {
+            if basis == Basis::Now {
+                let user = members
+                    .iter()
+                    .find_map(|id| model.slot(id)?.gangs.keys().find(|g| **g != gang.key).map(|g| g.to_string()));
+                if let Some(user) = user {
+                    d.domains_used += 1;
+                    if d.used_examples.len() < MAX_EXAMPLES {
+                        d.used_examples.push(format!("{value}: {user}"));
+                    }
+                    continue;
+                }
+            }
+            let holds_a_job = sets.iter().zip(&eligible).any(|(ps, eligible)| {
+                let pods: u64 = members
+                    .iter()
+                    .filter(|&id| eligible.contains(id) && !holds.iter().any(|(_, set)| set.contains(id)))
+                    .map(|id| {
+                        let room = match basis {
+                            Basis::Now => model.free(id),
+                            Basis::Empty => model.capacity(id),
+                        };
+                        u64::from(room.how_many(&ps.per_pod).min(ps.pods_per_job))
+                    })
+                    .sum();
+                pods >= u64::from(ps.pods_per_job)
+            });
+            if holds_a_job {
+                d.domains_fit += 1;
+            } else {
+                d.domains_too_small += 1;
+            }
+        }
+        if d.domains_fit < d.jobs_needed {
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn render_domains(out: &mut String, basis: Basis, d: &DomainShortfall) {
+    let n = |k: u32, what: &str| format!("{k} {what}{}", plural(u64::from(k)));
+    let key = &d.topology_key;
+    let small = d.domains_too_small;
+    let _ = match basis {
+        Basis::Empty if small == 0 => write!(
+            out,
+            "needs {} of {key} for its exclusive Jobs; the cluster has {}",
+            n(d.jobs_needed, "domain"),
+            d.domains_fit
+        ),
+        Basis::Empty => write!(
+            out,
+            "needs {} of {key} for its exclusive Jobs; the cluster has {} that can hold one ({small} more too small)",
+            n(d.jobs_needed, "domain"),
+            d.domains_fit
+        ),
+        Basis::Now => {
+            let _ = write!(
+                out,
+                "needs {} of {key} for its exclusive Jobs; {} free with room for one",
+                n(d.jobs_needed, "free domain"),
+                d.domains_fit
+            );
+            if d.domains_used > 0 {
+                let _ = write!(
+                    out,
+                    "; {} used by other jobs (e.g. {})",
+                    n(d.domains_used, "domain"),
+                    d.used_examples.join(", ")
+                );
+            }
+            if small > 0 {
+                let _ = write!(out, "; {} without room for one now", n(small, "domain"));
+            }
+            Ok(())
+        }
+    };
 }
 
 fn pod_set_shortfall(
     model: &ClusterModel,
+    gang: &GangKey,
     ps: &PodSetDemand,
     basis: Basis,
     holds: &[(&GangKey, &NodeSet)],
 ) -> PodSetShortfall {
-    let needed = ps.pods();
+    if ps.exclusive != Some(Exclusive::NodeSelector) {
+        return shortfall(model, ps, &ps.constraints, ps.pods(), basis, holds);
+    }
+    // The node-selector strategy gives each Job nodes of its own: the first Job that does not fit them speaks for
+    // the pod set.
+    for job in 0..ps.jobs {
+        let s = shortfall(model, ps, &ps.job_constraints(gang, job), ps.pods_per_job, basis, holds);
+        if s.pods_fit < s.pods_needed {
+            return PodSetShortfall { pods_needed: ps.pods(), pods_fit: ps.pods() - (s.pods_needed - s.pods_fit), ..s };
+        }
+    }
+    PodSetShortfall {
+        pod_set: ps.name.clone(),
+        pods_needed: ps.pods(),
+        gpus_per_pod: ps.per_pod.gpus,
+        pods_fit: ps.pods(),
+        nodes_fit: 0,
+        causes: Vec::new(),
+    }
+}
+
+/// `needed` pods of `ps` under `constraints`.
+fn shortfall(
+    model: &ClusterModel,
+    ps: &PodSetDemand,
+    constraints: &Constraints,
+    needed: u32,
+    basis: Basis,
+    holds: &[(&GangKey, &NodeSet)],
+) -> PodSetShortfall {
     let g = ps.per_pod.gpus;
     let mut pods_fit = 0u32;
     let mut nodes_fit = 0u32;
@@ -180,12 +362,12 @@ fn pod_set_shortfall(
     for id in model.nodes().iter() {
         let Some(slot) = model.slot(id) else { continue };
         let name = &*slot.name;
-        if let Err(why) = node_admits(slot, &ps.constraints) {
+        if let Err(why) = node_admits(slot, constraints) {
             let cause = match why {
                 Ineligible::NoNode => continue,
                 Ineligible::NotReady => Cause::NotReady,
                 Ineligible::Cordoned => Cause::Cordoned,
-                Ineligible::NodeSelector => Cause::NodeSelector { selector: ps.constraints.selector_text() },
+                Ineligible::NodeSelector => Cause::NodeSelector { selector: constraints.selector_text() },
                 Ineligible::Affinity => Cause::Affinity,
                 Ineligible::Taint(t) => Cause::Taint { taint: t.to_string() },
             };
@@ -388,6 +570,48 @@ mod tests {
     use crate::gang::model::{GpuReport, NodeInfo, UnhealthyGpu};
     use crate::gang::testutil::*;
     use std::time::Duration;
+
+    #[test]
+    fn exclusive_jobs_count_domains_ever_and_now() {
+        let mut m = model(&[]);
+        for (n, rack) in [("a1", "r1"), ("a2", "r1"), ("b1", "r2"), ("c1", "r3"), ("d1", "r4")] {
+            add_gpu_node(&mut m, n, 8, &[("rack", rack)]);
+        }
+        add_gpu_node(&mut m, "loose", 8, &[]);
+        let mut g = gang("ml/x", &[("w", 4, 1, 8)]);
+        g.pod_sets[0].exclusive = Some(crate::gang::demand::Exclusive::Domain("rack".into()));
+        // Four racks hold one 8-GPU pod each: fits the empty cluster, so nothing to explain there.
+        assert!(explain(&m, &g, Basis::Empty, &[]).domains.is_empty());
+        g.pod_sets[0].jobs = 5;
+        let e = explain(&m, &g, Basis::Empty, &[]);
+        assert_eq!(
+            e.message,
+            "does not fit even the empty cluster: needs 5 domains of rack for its exclusive Jobs; the cluster has 4"
+        );
+        assert_eq!(e.gpu_shortfall, 8);
+        g.pod_sets[0].jobs = 2;
+        g.pod_sets[0].pods_per_job = 2;
+        // Jobs of 2 × 8 GPUs: only r1 has two nodes.
+        let e = explain(&m, &g, Basis::Empty, &[]);
+        assert_eq!(
+            e.message,
+            "does not fit even the empty cluster: needs 2 domains of rack for its exclusive Jobs; the cluster has 1 \
+             that can hold one (3 more too small)"
+        );
+        // Now: r2 is used by another gang, r3 is full.
+        g.pod_sets[0].pods_per_job = 1;
+        g.pod_sets[0].jobs = 3;
+        m.reserve(&GangKey::new("ml", "a"), &per_node(&[("b1", 1)])).expect("reserve");
+        m.apply_pod(pod("p", "c1", 8, None));
+        let e = explain(&m, &g, Basis::Now, &[]);
+        assert_eq!(
+            e.message,
+            "needs 3 free domains of rack for its exclusive Jobs; 2 free with room for one; 1 domain used by other \
+             jobs (e.g. r2: ml/a); 1 domain without room for one now"
+        );
+        let d = &e.domains[0];
+        assert_eq!((d.jobs_needed, d.domains_fit, d.domains_used, d.domains_too_small), (3, 2, 1, 1));
+    }
 
     #[test]
     fn names_the_shortfall_and_its_causes() {

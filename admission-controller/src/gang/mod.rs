@@ -62,6 +62,11 @@ impl GangKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The JobSet's namespace and name (the name is everything after the first `/`).
+    pub fn namespace_and_name(&self) -> (&str, &str) {
+        self.0.split_once('/').unwrap_or(("", &self.0))
+    }
 }
 
 impl fmt::Display for GangKey {

@@ -524,6 +524,16 @@ impl ClusterModel {
         self.domains.get(level)
     }
 
+    /// The nodes per value of any node label (not only the configured topology keys); sets may be empty.
+    pub fn label_values(&self, key: &str) -> Option<&HashMap<String, NodeSet>> {
+        self.label_index.get(key)
+    }
+
+    /// Whether bound pods or reservations of JobSets other than `gang` hold room on the node.
+    pub fn used_by_other_jobsets(&self, id: NodeId, gang: &GangKey) -> bool {
+        self.slot(id).is_some_and(|s| s.gangs.keys().any(|k| k != gang))
+    }
+
     pub fn domain_of(&self, id: NodeId, level: usize) -> Option<&Arc<str>> {
         self.slot(id)?.domains.get(level)?.as_ref().map(|(d, _)| d)
     }

@@ -80,8 +80,9 @@ pub fn gang_spec(js: &JobSet, priority_class: impl Fn(&str) -> Option<i32>) -> R
             None => parallelism,
         };
         let jobs = rjob.replicas.unwrap_or(1);
+        let exclusive = js.exclusive_placement(rjob);
         let Some(pod) = pod_spec_of(rjob) else {
-            pod_sets.push(PodSet { name: rjob.name.clone(), jobs, pods_per_job, ..PodSet::default() });
+            pod_sets.push(PodSet { name: rjob.name.clone(), jobs, pods_per_job, exclusive, ..PodSet::default() });
             continue;
         };
         let req = pod_requests(pod).map_err(|(resource, source)| GangSpecError::Quantity {
@@ -112,6 +113,7 @@ pub fn gang_spec(js: &JobSet, priority_class: impl Fn(&str) -> Option<i32>) -> R
                 .and_then(|a| a.node_affinity.as_ref())
                 .and_then(|n| n.required_during_scheduling_ignored_during_execution.clone()),
             tolerations: pod.tolerations.clone().unwrap_or_default(),
+            exclusive,
         });
     }
     Ok(GangSpec { queue, priority, pod_sets, total_gpus })
@@ -287,6 +289,28 @@ mod tests {
         assert_eq!(w.requests["memory"].0, (2u64 << 30).to_string());
         assert_eq!(spec.total_gpus, 64);
         assert_eq!(spec.priority, 0);
+    }
+
+    #[test]
+    fn gang_spec_carries_exclusive_placement_replicated_job_level_first() {
+        let mut js = gpu_jobset(json!({}));
+        js.metadata.annotations = Some([(keys::EXCLUSIVE_TOPOLOGY.to_owned(), "zone".to_owned())].into());
+        let rjob_meta = js.spec.replicated_jobs[0].template.metadata.get_or_insert_with(Default::default);
+        rjob_meta.annotations = Some(
+            [
+                (keys::EXCLUSIVE_TOPOLOGY.to_owned(), "rack".to_owned()),
+                (keys::NODE_SELECTOR_STRATEGY.to_owned(), "true".to_owned()),
+            ]
+            .into(),
+        );
+        let spec = gang_spec(&js, |_| None).expect("spec");
+        let of = |name: &str| spec.pod_sets.iter().find(|p| p.name == name).and_then(|p| p.exclusive.clone());
+        let w = of("workers").expect("rjob annotation");
+        assert_eq!((w.topology_key.as_str(), w.node_selector_strategy), ("rack", true));
+        let d = of("driver").expect("JobSet annotation");
+        assert_eq!((d.topology_key.as_str(), d.node_selector_strategy), ("zone", false));
+        js.metadata.annotations = None;
+        assert_eq!(gang_spec(&js, |_| None).map(|s| s.pod_sets[0].exclusive.clone()), Ok(None));
     }
 
     #[test]

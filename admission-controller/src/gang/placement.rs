@@ -7,6 +7,27 @@
 //!    fewest free GPUs that holds them, filled largest-room node first and best fit for the last pods;
 //! 3. anywhere: largest-room nodes first, best fit for the rest.
 //!
+//! A pod set with exclusive placement on a topology key (upstream's `alpha.jobset.sigs.k8s.io/exclusive-topology`,
+//! affinity strategy) first gets a domain per Job — the free domain with the least GPU room that holds the Job —
+//! and its pods are then placed inside that domain as above. Exactly what the scheduler will enforce through the
+//! pod webhooks' affinity and anti-affinity (reference §3.12), as far as the model knows pods:
+//! - only nodes carrying the key qualify, and all pods of a Job share one value of it;
+//! - a domain is free when no other Job of this gang uses any of its nodes, and (on the current view) no bound pod
+//!   or reservation of another JobSet is there. The leader's anti-affinity matches pods of other Jobs carrying a
+//!   `job-key` label *with its own priority*; the model does not know pod priorities, so any other JobSet's pods
+//!   block the domain: a gang may wait where the scheduler would have let it share with lower-priority work, but it
+//!   is never admitted where its leader cannot be scheduled;
+//! - the domain of an exclusive Job is closed to the gang's other Jobs (the leader's anti-affinity is symmetric for
+//!   the scheduler).
+//!
+//! Not modelled: the same symmetry for *other* gangs. A gang without exclusive placement may still be placed in a
+//! domain where another gang's exclusive Job runs (the model does not record which reservations are exclusive);
+//! the scheduler then refuses its pods if they have that Job's priority, and the gang is requeued after the
+//! pods-ready timeout.
+//!
+//! The node-selector strategy (`alpha.jobset.sigs.k8s.io/node-selector` too) pins Job `i` to the nodes labelled
+//! for it; placement honours that per-Job nodeSelector ([`PodSetDemand::job_constraints`]) and nothing more.
+//!
 //! Nodes this gang already uses are preferred on ties, which keeps a gang's Jobs together. Pod sets are placed
 //! largest Job first (big pieces before small ones). Iteration follows the model's name-ordered indexes and every
 //! tie is broken by node name, so the same model and gang always give the same placement.
@@ -20,10 +41,10 @@ use std::sync::Arc;
 
 use muster_api::gang::SlotPlacement;
 
-use super::Resources;
-use super::demand::GangDemand;
+use super::demand::{Constraints, Exclusive, GangDemand, Operator, PodSetDemand, Requirement, SelectorTerm};
 use super::model::{ClusterModel, Domain};
 use super::nodeset::{NodeId, NodeSet};
+use super::{GangKey, Resources};
 
 /// Where a gang may go, besides its own constraints.
 #[derive(Clone, Copy, Debug, Default)]
@@ -156,11 +177,14 @@ pub fn per_node_of(gang: &GangDemand, slots: &[SlotPlacement]) -> Result<BTreeMa
 
 /// New nodes for the `moving` slots of an admitted gang, on the model's current room (the caller has released
 /// what the gang held for them), never on `avoid`. The moving pods of one Job are placed as one Job, so they stay
-/// together where they can. The result keeps each slot's pod set, Job and pod index.
+/// together where they can. `kept` are the gang's slots that stay: a Job placed exclusively stays in the domain of
+/// its kept pods (or, moving whole, gets a domain no kept Job uses), and no moving pod enters the domain of another
+/// exclusive Job. The result keeps each slot's pod set, Job and pod index.
 pub fn replace_slots(
     model: &ClusterModel,
     gang: &GangDemand,
     moving: &[SlotPlacement],
+    kept: &[SlotPlacement],
     avoid: &NodeSet,
 ) -> Result<Vec<SlotPlacement>, NoFit> {
     // One single-Job pod set per (pod set, Job) that moves, remembering which pods it stands for.
@@ -168,6 +192,7 @@ pub fn replace_slots(
     for slot in moving {
         jobs.entry((slot.pod_set.as_str(), slot.job_index)).or_default().push(slot.pod_index);
     }
+    let kept_domains = kept_domains(model, gang, kept);
     let mut pod_sets = Vec::with_capacity(jobs.len());
     let mut origin = Vec::with_capacity(jobs.len());
     for ((pod_set, job), pods) in &mut jobs {
@@ -175,12 +200,14 @@ pub fn replace_slots(
             return Err(NoFit { pod_set: (*pod_set).to_owned(), job_index: u32::try_from(*job).unwrap_or(0) });
         };
         pods.sort_unstable();
-        pod_sets.push(super::demand::PodSetDemand {
+        let (constraints, exclusive) = moving_job_constraints(gang, ps, *job, &kept_domains);
+        pod_sets.push(PodSetDemand {
             name: format!("{pod_set}/{job}"),
             jobs: 1,
             pods_per_job: u32::try_from(pods.len()).unwrap_or(u32::MAX),
             per_pod: ps.per_pod,
-            constraints: Arc::clone(&ps.constraints),
+            constraints,
+            exclusive,
         });
         origin.push((*pod_set, *job, pods.clone()));
     }
@@ -202,6 +229,80 @@ pub fn replace_slots(
     Ok(out)
 }
 
+/// Per topology key of the gang's exclusive pod sets: the domain (label value) of each kept slot, with its Job and
+/// whether that Job is exclusive on the key.
+type KeptDomains<'a> = BTreeMap<&'a str, Vec<(String, (&'a str, i32), bool)>>;
+
+fn kept_domains<'a>(model: &ClusterModel, gang: &'a GangDemand, kept: &'a [SlotPlacement]) -> KeptDomains<'a> {
+    let mut out: KeptDomains<'a> = BTreeMap::new();
+    let keys: std::collections::BTreeSet<&str> =
+        gang.pod_sets.iter().filter_map(PodSetDemand::exclusive_domain_key).map(|k| &**k).collect();
+    for key in keys {
+        let entry = out.entry(key).or_default();
+        for slot in kept {
+            let labels = model.slot_by_name(&slot.node).and_then(|s| s.node.as_ref()).map(|n| &n.labels);
+            let Some(value) = labels.and_then(|l| l.get(key)) else { continue };
+            let exclusive = gang
+                .pod_sets
+                .iter()
+                .any(|p| p.name == slot.pod_set && p.exclusive_domain_key().is_some_and(|k| **k == *key));
+            entry.push((value.clone(), (slot.pod_set.as_str(), slot.job_index), exclusive));
+        }
+    }
+    out
+}
+
+/// The constraints of a moving Job: its own, kept inside the domain of its kept pods when it is exclusive (or
+/// placed exclusively again when it moves whole), and kept out of the domains its exclusivity, or another kept
+/// Job's, forbids.
+fn moving_job_constraints(
+    gang: &GangDemand,
+    ps: &PodSetDemand,
+    job: i32,
+    kept: &KeptDomains<'_>,
+) -> (Arc<Constraints>, Option<Exclusive>) {
+    let base = ps.job_constraints(&gang.key, u32::try_from(job).unwrap_or(0));
+    let own_key = ps.exclusive_domain_key();
+    let mut c = (*base).clone();
+    let mut exclusive = None;
+    for (key, slots) in kept {
+        let is_own_key = own_key.is_some_and(|k| &**k == *key);
+        let mine = |s: &(String, (&str, i32), bool)| s.1 == (ps.name.as_str(), job);
+        if is_own_key {
+            match slots.iter().find(|s| mine(s)) {
+                Some((value, _, _)) => {
+                    c.node_selector.insert((*key).to_owned(), value.clone());
+                }
+                None => exclusive = ps.exclusive.clone(),
+            }
+        }
+        // Domains of other Jobs that this Job may not enter: those of exclusive Jobs, and for an exclusive Job
+        // those of any other Job.
+        let closed: std::collections::BTreeSet<&str> =
+            slots.iter().filter(|s| !mine(s) && (s.2 || is_own_key)).map(|s| s.0.as_str()).collect();
+        if !closed.is_empty() {
+            let values: Vec<&str> = closed.into_iter().collect();
+            and_requirement(&mut c, Requirement::new(key, Operator::NotIn, &values));
+        }
+    }
+    // The node-selector strategy's per-Job selector is in `base` already: the stand-in pod set needs no strategy.
+    let c = if c == *base { base } else { Arc::new(c) };
+    (c, exclusive)
+}
+
+/// ANDs a requirement into the required node affinity (an OR of terms).
+fn and_requirement(c: &mut Constraints, r: Requirement) {
+    match &mut c.affinity {
+        None => c.affinity = Some(vec![SelectorTerm { match_expressions: vec![r], match_fields: Vec::new() }]),
+        Some(terms) => {
+            // An empty term matches no node; it must stay empty.
+            for t in terms.iter_mut().filter(|t| !t.match_expressions.is_empty() || !t.match_fields.is_empty()) {
+                t.match_expressions.push(r.clone());
+            }
+        }
+    }
+}
+
 /// The room placement sees, and node orders to search it in.
 trait View {
     fn model(&self) -> &ClusterModel;
@@ -212,6 +313,8 @@ trait View {
     fn descending(&self) -> impl Iterator<Item = NodeId> + '_;
     /// An upper bound of the GPU room of a domain, to skip domains cheaply.
     fn domain_gpu_bound(&self, domain: &Domain) -> u64;
+    /// Whether another JobSet's pods or reservation on the node close its domain to an exclusive Job of `gang`.
+    fn closed_to_exclusive(&self, id: NodeId, gang: &GangKey) -> bool;
 }
 
 struct Current<'m>(&'m ClusterModel);
@@ -231,6 +334,9 @@ impl View for Current<'_> {
     }
     fn domain_gpu_bound(&self, domain: &Domain) -> u64 {
         domain.free_gpus
+    }
+    fn closed_to_exclusive(&self, id: NodeId, gang: &GangKey) -> bool {
+        self.0.used_by_other_jobsets(id, gang)
     }
 }
 
@@ -255,6 +361,10 @@ impl View for Empty<'_> {
     }
     fn domain_gpu_bound(&self, _domain: &Domain) -> u64 {
         u64::MAX
+    }
+    /// The empty cluster holds nobody else's pods.
+    fn closed_to_exclusive(&self, _id: NodeId, _gang: &GangKey) -> bool {
+        false
     }
 }
 
@@ -389,6 +499,37 @@ impl<V: View> Tentative<'_, V> {
         self.spread(allowed, per_pod, n)
     }
 
+    /// An exclusive Job: the free domain with the least GPU room that holds all `n` pods (ties by label value,
+    /// the order of `domains`), then the Job inside it. Returns the picks and the index of the domain.
+    fn place_in_domain(
+        &mut self,
+        domains: &[ExclusiveDomain<'_>],
+        allowed: &dyn Fn(NodeId) -> bool,
+        per_pod: Resources,
+        n: u32,
+    ) -> Option<(Vec<(NodeId, u32)>, usize)> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, d) in domains.iter().enumerate() {
+            // Another Job of this gang there (its domain, or any pod of a Job placed before) closes it.
+            if d.members.iter().any(|id| self.touched.contains(id)) {
+                continue;
+            }
+            let (mut pods, mut gpus) = (0u64, 0u64);
+            for id in d.members.iter().filter(|&id| allowed(id)) {
+                let room = self.room(id);
+                pods += u64::from(room.how_many(&per_pod).min(n));
+                gpus += u64::from(room.gpus);
+            }
+            if pods >= u64::from(n) && best.is_none_or(|(least, _)| gpus < least) {
+                best = Some((gpus, i));
+            }
+        }
+        let (_, i) = best?;
+        let members = domains[i].members;
+        let inside = |id: NodeId| members.contains(id) && allowed(id);
+        self.place_job(&inside, per_pod, n).map(|picks| (picks, i))
+    }
+
     /// Anywhere: most GPU room first (least for CPU-only pods, which should not take GPU nodes' CPU), best fit for
     /// the remainder.
     fn spread(&mut self, allowed: &dyn Fn(NodeId) -> bool, per_pod: Resources, n: u32) -> Option<Vec<(NodeId, u32)>> {
@@ -418,9 +559,29 @@ impl<V: View> Tentative<'_, V> {
     }
 }
 
+/// One domain of an exclusive pod set's topology key.
+struct ExclusiveDomain<'m> {
+    members: &'m NodeSet,
+}
+
+/// The domains of `key` an exclusive Job of `gang` may take on this view, by label value: the others are used by
+/// other JobSets.
+fn exclusive_domains<'m, V: View>(view: &'m V, key: &str, gang: &GangKey) -> Vec<ExclusiveDomain<'m>> {
+    let Some(values) = view.model().label_values(key) else { return Vec::new() };
+    let mut domains: Vec<(&str, &NodeSet)> = values
+        .iter()
+        .filter(|(_, members)| !members.is_empty() && !members.iter().any(|id| view.closed_to_exclusive(id, gang)))
+        .map(|(value, members)| (value.as_str(), members))
+        .collect();
+    domains.sort_unstable_by_key(|d| d.0);
+    domains.into_iter().map(|(_, members)| ExclusiveDomain { members }).collect()
+}
+
 fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> Result<Placement, NoFit> {
     let model = view.model();
     let mut t = Tentative { view, used: HashMap::new(), touched: NodeSet::new() };
+    // Nodes in the domains this gang's exclusive Jobs took: closed to its other Jobs.
+    let mut claimed = NodeSet::new();
     let mut order: Vec<usize> = (0..gang.pod_sets.len()).collect();
     order.sort_by_key(|&i| {
         let ps = &gang.pod_sets[i];
@@ -435,12 +596,23 @@ fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> R
     let mut chosen: Vec<Vec<Vec<NodeId>>> = vec![Vec::new(); gang.pod_sets.len()];
     for i in order {
         let ps = &gang.pod_sets[i];
-        let eligible = model.eligible(&ps.constraints);
-        let allowed = |id: NodeId| eligible.contains(id) && restrict.allows(id);
+        let per_job = ps.exclusive == Some(Exclusive::NodeSelector);
+        let shared = (!per_job).then(|| model.eligible(&ps.constraints));
+        let domains = ps.exclusive_domain_key().map(|key| exclusive_domains(view, key, &gang.key));
         for job in 0..ps.jobs {
-            let picks = t
-                .place_job(&allowed, ps.per_pod, ps.pods_per_job)
-                .ok_or_else(|| NoFit { pod_set: ps.name.clone(), job_index: job })?;
+            let eligible = match &shared {
+                Some(set) => Arc::clone(set),
+                None => model.eligible(&ps.job_constraints(&gang.key, job)),
+            };
+            let allowed = |id: NodeId| eligible.contains(id) && restrict.allows(id) && !claimed.contains(id);
+            let picks = match &domains {
+                None => t.place_job(&allowed, ps.per_pod, ps.pods_per_job),
+                Some(domains) => t.place_in_domain(domains, &allowed, ps.per_pod, ps.pods_per_job).map(|(picks, d)| {
+                    claimed.union_with(domains[d].members);
+                    picks
+                }),
+            };
+            let picks = picks.ok_or_else(|| NoFit { pod_set: ps.name.clone(), job_index: job })?;
             chosen[i].push(picks.into_iter().flat_map(|(id, k)| std::iter::repeat_n(id, k as usize)).collect());
         }
     }
@@ -614,6 +786,137 @@ mod tests {
         assert!(place(&m, &gang("ml/y", &[("w", 1, 1, 8)]), Restrict::default()).is_err());
         let keep = EmptyBasis::KeepForeignPods;
         assert!(place_on_empty(&m, &gang("ml/y", &[("w", 1, 1, 8)]), keep, Restrict::default()).is_ok());
+    }
+
+    fn exclusive(mut g: GangDemand, pod_set: usize, key: &str) -> GangDemand {
+        g.pod_sets[pod_set].exclusive = Some(Exclusive::Domain(key.into()));
+        g
+    }
+
+    fn racks(m: &mut ClusterModel, racks: &[(&str, &[&str])]) {
+        for (rack, nodes) in racks {
+            for n in *nodes {
+                add_gpu_node(m, n, 8, &[("rack", rack)]);
+            }
+        }
+    }
+
+    fn rack_of(n: &str) -> String {
+        n.chars().take(2).collect()
+    }
+
+    #[test]
+    fn exclusive_jobs_each_take_a_whole_domain_of_their_own() {
+        let mut m = model(&[]);
+        racks(&mut m, &[("r1", &["r1a", "r1b"]), ("r2", &["r2a", "r2b", "r2c"]), ("r3", &["r3a", "r3b"])]);
+        // Unlabelled nodes never take exclusive Jobs, however much room they have.
+        add_gpu_node(&mut m, "loose", 8, &[]);
+        let g = exclusive(gang("ml/x", &[("w", 3, 2, 4)]), 0, "rack");
+        let p = place(&m, &g, Restrict::default()).expect("three racks for three Jobs");
+        let mut seen = Vec::new();
+        for job in 0..3 {
+            let nodes = nodes_of(&p, "w", job);
+            assert!(!nodes.contains(&"loose".to_owned()), "{nodes:?}");
+            let rack = rack_of(&nodes[0]);
+            assert!(nodes.iter().all(|n| rack_of(n) == rack), "Job {job} spans racks: {nodes:?}");
+            seen.push(rack);
+        }
+        seen.sort();
+        assert_eq!(seen, vec!["r1", "r2", "r3"]);
+        // Without exclusivity the same gang packs onto fewer racks.
+        let p = place(&m, &gang("ml/x", &[("w", 3, 2, 4)]), Restrict::default()).expect("fits");
+        assert_eq!(p.per_node.len(), 3, "one node per Job");
+        // A Job bigger than every rack does not fit, although the cluster has room for it spread out.
+        let big = exclusive(gang("ml/y", &[("w", 1, 4, 8)]), 0, "rack");
+        assert!(place(&m, &big, Restrict::default()).is_err());
+        assert!(place(&m, &gang("ml/y", &[("w", 1, 4, 8)]), Restrict::default()).is_ok());
+    }
+
+    #[test]
+    fn exclusive_jobs_avoid_domains_other_jobsets_use_and_close_theirs_to_the_gang() {
+        let mut m = model(&[]);
+        racks(&mut m, &[("r1", &["r1a"]), ("r2", &["r2a"]), ("r3", &["r3a"])]);
+        add_gpu_node(&mut m, "spare", 8, &[]);
+        // Another gang's reservation of 1 GPU in r1 closes r1, although 7 GPUs are free there.
+        m.reserve(&crate::gang::GangKey::new("ml", "other"), &per_node(&[("r1a", 1)])).expect("reserve");
+        let two = exclusive(gang("ml/x", &[("w", 2, 1, 4)]), 0, "rack");
+        let p = place(&m, &two, Restrict::default()).expect("r2 and r3 are free");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["r2a"]);
+        assert_eq!(nodes_of(&p, "w", 1), vec!["r3a"]);
+        let three = exclusive(gang("ml/x", &[("w", 3, 1, 4)]), 0, "rack");
+        assert!(place(&m, &three, Restrict::default()).is_err(), "only two free racks");
+        assert!(place_on_empty(&m, &three, EmptyBasis::Everything, Restrict::default()).is_ok(), "fits once r1 frees");
+        // The gang's own bound pods (from before a requeue) do not close a domain.
+        m.apply_pod(pod("mine", "r2a", 1, Some(&crate::gang::GangKey::new("ml", "x"))));
+        assert!(place(&m, &two, Restrict::default()).is_ok());
+        // A pod set without exclusivity stays out of the exclusive Jobs' racks, even where it would fit best.
+        let mut mixed = exclusive(gang("ml/z", &[("driver", 1, 1, 1), ("w", 2, 1, 4)]), 1, "rack");
+        mixed.pod_sets[0].name = "driver".into();
+        m.release(&crate::gang::GangKey::new("ml", "other"));
+        m.delete_pod("ns", "mine");
+        let p = place(&m, &mixed, Restrict::default()).expect("fits");
+        let worker_racks: Vec<String> = (0..2).map(|j| rack_of(&nodes_of(&p, "w", j)[0])).collect();
+        let driver = nodes_of(&p, "driver", 0);
+        assert!(!worker_racks.contains(&rack_of(&driver[0])), "driver {driver:?} in a worker rack {worker_racks:?}");
+    }
+
+    #[test]
+    fn node_selector_strategy_pins_each_job_to_its_labelled_nodes() {
+        use crate::gang::demand::{Taint, TaintEffect};
+        let mut m = model(&[]);
+        let pinned = |m: &mut ClusterModel, n: &str, job: &str| {
+            let node = crate::gang::model::NodeInfo::new(n, 64_000, 512 << 30)
+                .label(muster_api::keys::NAMESPACED_JOB, job)
+                .taint(Taint::new(muster_api::keys::NO_SCHEDULE_TAINT, "", TaintEffect::NoSchedule));
+            m.apply_node(node);
+            m.apply_gpunode(crate::gang::model::GpuReport::healthy(n, 8, T0));
+        };
+        add_gpu_node(&mut m, "a-free", 8, &[]);
+        pinned(&mut m, "b-job1", "ml_train-w-1");
+        pinned(&mut m, "c-job0", "ml_train-w-0");
+        let mut g = gang("ml/train", &[("w", 2, 1, 8)]);
+        g.pod_sets[0].exclusive = Some(Exclusive::NodeSelector);
+        let p = place(&m, &g, Restrict::default()).expect("each Job has its node");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["c-job0"]);
+        assert_eq!(nodes_of(&p, "w", 1), vec!["b-job1"]);
+        // Job 2 has no labelled node: the gang can never fit, and the explanation names the selector.
+        g.pod_sets[0].jobs = 3;
+        assert!(place_on_empty(&m, &g, EmptyBasis::Everything, Restrict::default()).is_err());
+        let why = crate::gang::explain::explain(&m, &g, crate::gang::explain::Basis::Empty, &[]);
+        assert!(
+            why.message.contains("nodeSelector alpha.jobset.sigs.k8s.io/namespaced-job=ml_train-w-2"),
+            "{}",
+            why.message
+        );
+    }
+
+    #[test]
+    fn replaced_slots_of_exclusive_jobs_stay_in_their_domain() {
+        let mut m = model(&[]);
+        racks(&mut m, &[("r1", &["r1a", "r1b", "r1c"]), ("r2", &["r2a", "r2b"]), ("r3", &["r3a"])]);
+        let g = exclusive(gang("ml/x", &[("w", 2, 2, 8)]), 0, "rack");
+        let slot = |job, pod, node: &str| SlotPlacement {
+            pod_set: "w".into(),
+            job_index: job,
+            pod_index: pod,
+            node: node.into(),
+        };
+        let kept = vec![slot(0, 0, "r1a"), slot(1, 0, "r2a"), slot(1, 1, "r2b")];
+        m.reserve(&g.key, &per_node_of(&g, &kept).expect("known")).expect("reserve");
+        let avoid: NodeSet = [id(&m, "r1b")].into_iter().collect();
+        // Job 0's pod 1 leaves r1b: it must stay in r1 (r1c), not go to the emptier r3.
+        let new = replace_slots(&m, &g, &[slot(0, 1, "r1b")], &kept, &avoid).expect("r1c is free");
+        assert_eq!(new, vec![slot(0, 1, "r1c")]);
+        // Job 1 moves whole: a rack no other Job of the gang uses.
+        let kept0 = vec![slot(0, 0, "r1a"), slot(0, 1, "r1b")];
+        let mut m = model(&[]);
+        racks(&mut m, &[("r1", &["r1a", "r1b", "r1c", "r1d"]), ("r2", &["r2a", "r2b"]), ("r3", &["r3a", "r3b"])]);
+        m.reserve(&g.key, &per_node_of(&g, &kept0).expect("known")).expect("reserve");
+        let avoid: NodeSet = [id(&m, "r2a")].into_iter().collect();
+        let new = replace_slots(&m, &g, &[slot(1, 0, "r2a"), slot(1, 1, "r2b")], &kept0, &avoid).expect("r3 is free");
+        let mut nodes: Vec<&str> = new.iter().map(|s| s.node.as_str()).collect();
+        nodes.sort();
+        assert_eq!(nodes, vec!["r3a", "r3b"], "not r1c and r1d, in Job 0's rack");
     }
 
     #[test]

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::demand::{Constraints, GangDemand, PodSetDemand, Taint, TaintEffect, Toleration};
+use super::demand::{Constraints, Exclusive, GangDemand, PodSetDemand, Taint, TaintEffect, Toleration};
+use super::explain::{Basis, explain};
 use super::model::{ClusterModel, GpuReport, ModelConfig, NodeInfo, PodInfo, UnhealthyGpu};
-use super::placement::{Restrict, place};
+use super::placement::{EmptyBasis, Restrict, place, place_on_empty};
 use super::queue::{Outcome, QueueConfig, Queues};
 use super::testutil::{T0, at};
 use super::{GangKey, Resources};
@@ -43,7 +44,12 @@ struct SetSpec {
     cores: u64,
     pool: Option<u8>,
     tolerates: bool,
+    /// Placed exclusively per domain of [`EXCLUSIVE_KEY`].
+    exclusive: bool,
 }
+
+/// The topology key of exclusive pod sets: only the nodes given it by the test carry it (value: their rack).
+const EXCLUSIVE_KEY: &str = "zone";
 
 #[derive(Clone, Debug)]
 struct GangSpecT {
@@ -101,6 +107,7 @@ fn set_spec() -> impl Strategy<Value = SetSpec> {
             cores,
             pool,
             tolerates,
+            exclusive: false,
         })
 }
 
@@ -118,14 +125,7 @@ fn build(nodes: &[NodeSpec]) -> ClusterModel {
     m.set_time(at(NOW));
     for (i, n) in nodes.iter().enumerate() {
         let name = node_name(i);
-        let mut info = NodeInfo::new(&name, n.cores * 1000, 1 << 40)
-            .label("pool", &n.pool.to_string())
-            .label("rack", &n.rack.to_string());
-        info.ready = n.ready;
-        if n.tainted {
-            info = info.taint(Taint::new("dedicated", "x", TaintEffect::NoSchedule));
-        }
-        m.apply_node(info);
+        m.apply_node(node_info(i, n));
         let mut report = GpuReport::healthy(&name, n.gpus, if n.stale { T0 } else { at(NOW) });
         report.unhealthy = (0..n.unhealthy).map(|i| UnhealthyGpu { index: i, xid: Some(79), reason: None }).collect();
         m.apply_gpunode(report);
@@ -140,6 +140,17 @@ fn build(nodes: &[NodeSpec]) -> ClusterModel {
         }
     }
     m
+}
+
+fn node_info(i: usize, n: &NodeSpec) -> NodeInfo {
+    let mut info = NodeInfo::new(&node_name(i), n.cores * 1000, 1 << 40)
+        .label("pool", &n.pool.to_string())
+        .label("rack", &n.rack.to_string());
+    info.ready = n.ready;
+    if n.tainted {
+        info = info.taint(Taint::new("dedicated", "x", TaintEffect::NoSchedule));
+    }
+    info
 }
 
 fn demand(i: usize, g: &GangSpecT) -> GangDemand {
@@ -164,6 +175,7 @@ fn demand(i: usize, g: &GangSpecT) -> GangDemand {
                     affinity: None,
                     tolerations: if s.tolerates { vec![Toleration::exists("dedicated", None)] } else { Vec::new() },
                 }),
+                exclusive: (s.exclusive).then(|| Exclusive::Domain(EXCLUSIVE_KEY.into())),
             })
             .collect(),
     }
@@ -444,7 +456,7 @@ proptest! {
         let whole = u32::try_from(node_count).expect("small");
         let big = GangDemand { key: GangKey::new("ns", "big"), ..demand(999, &GangSpecT {
             priority: 0, arrival: 0, duration: 1,
-            sets: vec![SetSpec { jobs: whole, pods_per_job: 1, gpus: 8, cores: 0, pool: None, tolerates: false }],
+            sets: vec![SetSpec { jobs: whole, pods_per_job: 1, gpus: 8, cores: 0, pool: None, tolerates: false, exclusive: false }],
         }) };
         q.enqueue(big, at(NOW));
         let mut admitted_big = None;
@@ -457,7 +469,7 @@ proptest! {
             // A small gang arrives every pass, behind the big one.
             let small = demand(p as usize, &GangSpecT {
                 priority: 0, arrival: p, duration: *dur,
-                sets: vec![SetSpec { jobs: 1, pods_per_job: 1, gpus: *gpus, cores: 0, pool: None, tolerates: false }],
+                sets: vec![SetSpec { jobs: 1, pods_per_job: 1, gpus: *gpus, cores: 0, pool: None, tolerates: false, exclusive: false }],
             });
             q.enqueue(small, now);
             let r = q.pass(&mut m, now);
@@ -478,4 +490,115 @@ proptest! {
 
 fn g_set(g: &GangSpecT) -> SetSpec {
     g.sets[0].clone()
+}
+
+/// A cluster for exclusive placement: `zoned[i]` gives node `i` the label [`EXCLUSIVE_KEY`] = its rack; `other[i]`
+/// puts a pod of another JobSet there (no GPUs), which closes its domain to exclusive Jobs.
+fn build_exclusive(nodes: &[NodeSpec], zoned: &[bool], other: &[bool]) -> ClusterModel {
+    let mut m = build(nodes);
+    for (i, n) in nodes.iter().enumerate() {
+        if zoned[i] {
+            m.apply_node(node_info(i, n).label(EXCLUSIVE_KEY, &n.rack.to_string()));
+        }
+        if other[i] {
+            m.apply_pod(PodInfo {
+                namespace: "ns".into(),
+                name: format!("other-{i}"),
+                node: node_name(i),
+                requests: Resources::new(0, 0, 0, 1),
+                gang: Some(GangKey::new("ns", "other")),
+            });
+        }
+    }
+    m
+}
+
+fn exclusive_case() -> impl Strategy<Value = (Vec<NodeSpec>, Vec<bool>, Vec<bool>, GangSpecT)> {
+    prop::collection::vec((node_spec(), prop::bool::weighted(0.8), prop::bool::weighted(0.15)), 1..10)
+        .prop_flat_map(|nodes| {
+            let sets = prop::collection::vec((set_spec(), prop::bool::weighted(0.7)), 1..=2)
+                .prop_map(|sets| sets.into_iter().map(|(s, exclusive)| SetSpec { exclusive, ..s }).collect::<Vec<_>>());
+            (Just(nodes), sets)
+        })
+        .prop_map(|(nodes, sets)| {
+            let (specs, flags): (Vec<NodeSpec>, Vec<(bool, bool)>) =
+                nodes.into_iter().map(|(n, z, o)| (n, (z, o))).unzip();
+            let (zoned, other) = flags.into_iter().unzip();
+            (specs, zoned, other, GangSpecT { priority: 0, arrival: 0, sets, duration: 1 })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Exclusive pod sets: each Job in one domain of the key (labelled nodes only), no two Jobs of the gang sharing
+    /// one, no other Job of the gang in an exclusive Job's domain, no domain where another JobSet runs; for a
+    /// single pod set a fit is found exactly when enough domains hold a Job each, and the empty-cluster verdict
+    /// agrees with the explanation's domain count.
+    #[test]
+    fn exclusive_jobs_get_free_domains_of_their_own((nodes, zoned, other, g) in exclusive_case()) {
+        let m = build_exclusive(&nodes, &zoned, &other);
+        let d = demand(0, &g);
+        let mut rooms = initial_rooms(&nodes);
+        for (i, o) in other.iter().enumerate() {
+            if *o {
+                rooms[i] = rooms[i].saturating_sub(Resources::new(0, 0, 0, 1));
+            }
+        }
+        let domain_of = |i: usize| zoned[i].then_some(nodes[i].rack);
+        match place(&m, &d, Restrict::default()) {
+            Ok(p) => {
+                check_placement(&nodes, &rooms, &g, &p.slots)?;
+                // Per Job: its nodes.
+                let mut jobs: BTreeMap<(usize, i32), Vec<usize>> = BTreeMap::new();
+                for slot in &p.slots {
+                    let j: usize = slot.pod_set.trim_start_matches("ps").parse().expect("pod set name");
+                    jobs.entry((j, slot.job_index)).or_default().push(index_of(&slot.node));
+                }
+                for (&(j, job), on) in &jobs {
+                    if !g.sets[j].exclusive {
+                        continue;
+                    }
+                    let domain = domain_of(on[0]);
+                    prop_assert!(domain.is_some(), "ps{j} Job {job} on unlabelled node-{:02}", on[0]);
+                    prop_assert!(on.iter().all(|&i| domain_of(i) == domain), "ps{j} Job {job} spans domains: {on:?}");
+                    for (i, n) in nodes.iter().enumerate() {
+                        if domain_of(i) == domain {
+                            prop_assert!(!other[i], "ps{j} Job {job} in a domain another JobSet uses (node-{i:02}, rack {})", n.rack);
+                        }
+                    }
+                    for (&(j2, job2), on2) in &jobs {
+                        if (j2, job2) != (j, job) {
+                            prop_assert!(on2.iter().all(|&i| domain_of(i) != domain),
+                                "ps{j2} Job {job2} shares the domain of exclusive ps{j} Job {job}");
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                if g.sets.len() == 1 && g.sets[0].exclusive {
+                    let s = &g.sets[0];
+                    let mut racks: BTreeMap<u8, (u64, bool)> = BTreeMap::new();
+                    for (i, n) in nodes.iter().enumerate() {
+                        if !zoned[i] {
+                            continue;
+                        }
+                        let e = racks.entry(n.rack).or_default();
+                        e.1 |= other[i];
+                        if eligible(n, s) {
+                            e.0 += pods_in(rooms[i], s).min(u64::from(s.pods_per_job));
+                        }
+                    }
+                    let free = racks.values().filter(|(pods, used)| !used && *pods >= u64::from(s.pods_per_job)).count();
+                    prop_assert!(free < s.jobs as usize, "{free} free domains hold a Job each for {} Jobs, but no fit", s.jobs);
+                }
+            }
+        }
+        if g.sets.len() == 1 && g.sets[0].exclusive {
+            let never = place_on_empty(&m, &d, EmptyBasis::Everything, Restrict::default()).is_err();
+            let why = explain(&m, &d, Basis::Empty, &[]);
+            prop_assert_eq!(never, !why.domains.is_empty(), "empty-cluster verdict vs explanation: {}", why.message);
+        }
+        prop_assert_eq!(place(&m, &d, Restrict::default()), place(&m, &d, Restrict::default()));
+    }
 }

@@ -66,6 +66,7 @@ pub fn gang(key: &str, pod_sets: &[(&str, u32, u32, u32)]) -> GangDemand {
                 pods_per_job,
                 per_pod: Resources::new(gpus, 0, 0, 1),
                 constraints: Arc::new(Constraints::default()),
+                exclusive: None,
             })
             .collect(),
     }

@@ -213,6 +213,21 @@ fn verdict_line(fit: &Fit) -> String {
 /// Every cause of a shortfall, where the one-line message names only the largest few.
 fn causes_tables(out: &mut String, fit: &Fit) {
     let Some(why) = &fit.explanation else { return };
+    for d in &why.domains {
+        let _ = writeln!(
+            out,
+            "\nWhy the exclusive Jobs on {} do not fit: {} Jobs need a domain each; {} can take one",
+            d.topology_key, d.jobs_needed, d.domains_fit
+        );
+        let mut t = Table::new(&["FIT", "USED BY OTHERS", "TOO SMALL", "EXAMPLES"]);
+        t.row(vec![
+            d.domains_fit.to_string(),
+            d.domains_used.to_string(),
+            d.domains_too_small.to_string(),
+            or_dash(d.used_examples.join("; ")),
+        ]);
+        out.push_str(&t.render());
+    }
     for ps in &why.pod_sets {
         let _ = writeln!(
             out,
@@ -509,6 +524,7 @@ mod tests {
                             examples: vec!["gpu-1: 1 GPU unhealthy (XID 79)".into()],
                         }],
                     }],
+                    domains: vec![],
                 }),
                 placement: vec![],
             },

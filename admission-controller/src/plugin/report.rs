@@ -301,6 +301,20 @@ pub struct ExplanationView {
     pub message: String,
     pub gpu_shortfall: u64,
     pub pod_sets: Vec<ShortfallView>,
+    /// Topology keys with fewer usable domains than the gang's exclusive Jobs on them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainShortfallView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainShortfallView {
+    pub topology_key: String,
+    pub jobs_needed: u32,
+    pub domains_fit: u32,
+    pub domains_used: u32,
+    pub used_examples: Vec<String>,
+    pub domains_too_small: u32,
 }
 
 impl From<&Explanation> for ExplanationView {
@@ -342,6 +356,18 @@ impl From<&Explanation> for ExplanationView {
                     pods_fit: s.pods_fit,
                     nodes_fit: s.nodes_fit,
                     causes: s.causes.iter().map(cause).collect(),
+                })
+                .collect(),
+            domains: x
+                .domains
+                .iter()
+                .map(|d| DomainShortfallView {
+                    topology_key: d.topology_key.clone(),
+                    jobs_needed: d.jobs_needed,
+                    domains_fit: d.domains_fit,
+                    domains_used: d.domains_used,
+                    used_examples: d.used_examples.clone(),
+                    domains_too_small: d.domains_too_small,
                 })
                 .collect(),
         }
