@@ -582,12 +582,17 @@ fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> R
     let mut t = Tentative { view, used: HashMap::new(), touched: NodeSet::new() };
     // Nodes in the domains this gang's exclusive Jobs took: closed to its other Jobs.
     let mut claimed = NodeSet::new();
+    // Hardest first: the biggest GPU Jobs, then the pod sets fewest nodes admit, then the biggest CPU Jobs. A
+    // greedy pass that placed an easy pod set first could take the only room a pickier one had (a small pod set
+    // that tolerates a taint filling the untainted nodes a big one needs), and call a gang that fits unplaceable.
     let mut order: Vec<usize> = (0..gang.pod_sets.len()).collect();
-    order.sort_by_key(|&i| {
+    order.sort_by_cached_key(|&i| {
         let ps = &gang.pod_sets[i];
         (
             Reverse(u64::from(ps.per_pod.gpus) * u64::from(ps.pods_per_job)),
             Reverse(ps.per_pod.gpus),
+            model.eligible(&ps.constraints).len(),
+            Reverse(ps.per_pod.cpu_milli.saturating_mul(u64::from(ps.pods_per_job))),
             Reverse(ps.pods()),
             i,
         )
