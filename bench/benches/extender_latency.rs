@@ -34,9 +34,6 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::routing::post;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use muster_admission::extender::decide;
 use muster_admission::extender::http::{self, Cache, FILTER_PATH, Limits, Metrics, PRIORITIZE_PATH};
@@ -52,7 +49,9 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+mod common;
+
+use common::{Connection, Error};
 
 const NODES: usize = 5_000;
 const GANGS: usize = 1_000;
@@ -162,34 +161,11 @@ fn cluster() -> Arc<Cache> {
 // Client
 // ---------------------------------------------------------------------------------------------------------------
 
-/// One kept-alive HTTP/1.1 connection.
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl Connection {
-    async fn open(addr: SocketAddr) -> Result<Self, Error> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        Ok(Self { sender })
-    }
-
-    async fn post(&mut self, path: &str, body: &Bytes) -> Result<Bytes, Error> {
-        self.sender.ready().await?;
-        let request = hyper::Request::post(path)
-            .header(header::HOST, "127.0.0.1")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)).into());
-        }
-        Ok(body)
-    }
+/// A kept-alive HTTP/1.1 connection to `addr`.
+async fn connect(addr: SocketAddr) -> Result<Connection, Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Connection::over(tcp).await
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -350,8 +326,8 @@ fn main() -> Result<(), Error> {
 
     let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let rows = client.block_on(async {
-        let mut ours = Connection::open(server.local_addr()).await?;
-        let mut base = Connection::open(trivial.local_addr()).await?;
+        let mut ours = connect(server.local_addr()).await?;
+        let mut base = connect(trivial.local_addr()).await?;
         for r in &requests {
             let answer = ours.post(r.path, &r.body).await?;
             let value: Value = serde_json::from_slice(&answer)?;

@@ -22,8 +22,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::header;
 use axum::routing::post;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use muster_admission::tls::{self, CertStore, Validity};
@@ -38,7 +36,9 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+mod common;
+
+use common::{Connection, Error};
 
 const REPLICATED_JOBS: usize = 64;
 const TRIVIAL_PATH: &str = "/allow";
@@ -188,35 +188,11 @@ fn connector(ca_pem: &str) -> Result<TlsConnector, Error> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// An HTTP/1.1 connection over TLS, kept open (Go's client, like the API server's, sets `TCP_NODELAY`).
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl Connection {
-    async fn open(addr: SocketAddr, tls: &TlsConnector) -> Result<Self, Error> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let stream = tls.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        Ok(Self { sender })
-    }
-
-    async fn post(&mut self, path: &str, body: &Bytes) -> Result<Bytes, Error> {
-        self.sender.ready().await?;
-        let request = hyper::Request::post(path)
-            .header(header::HOST, "127.0.0.1")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)).into());
-        }
-        Ok(body)
-    }
+/// A kept-alive HTTP/1.1 connection over TLS to `addr` (Go's client, like the API server's, sets `TCP_NODELAY`).
+async fn connect(addr: SocketAddr, tls: &TlsConnector) -> Result<Connection, Error> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Connection::over(tls.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?).await
 }
 
 /// The webhook's answer must be an allowed review (with a patch for the mutate path): a benchmark of rejections
@@ -330,8 +306,8 @@ fn main() -> Result<(), Error> {
     let scenarios = client.block_on(async {
         let webhook_tls = connector(&webhook_ca)?;
         let trivial_tls = connector(&trivial_ca)?;
-        let mut webhook_conn = Connection::open(webhook_addr, &webhook_tls).await?;
-        let mut trivial_conn = Connection::open(trivial_addr, &trivial_tls).await?;
+        let mut webhook_conn = connect(webhook_addr, &webhook_tls).await?;
+        let mut trivial_conn = connect(trivial_addr, &trivial_tls).await?;
 
         check_allowed("mutate", &webhook_conn.post(MUTATE_PATH, &bodies.mutate).await?, true)?;
         check_allowed("validate CREATE", &webhook_conn.post(VALIDATE_PATH, &bodies.create).await?, false)?;
@@ -367,7 +343,7 @@ fn main() -> Result<(), Error> {
                         trivial_conn.post(TRIVIAL_PATH, body).await?;
                     }
                     How::TlsNewConnection => {
-                        Connection::open(webhook_addr, &webhook_tls).await?.post(endpoint_path, body).await?;
+                        connect(webhook_addr, &webhook_tls).await?.post(endpoint_path, body).await?;
                     }
                     How::Handler => {
                         let endpoint = if s.path == Path::Mutate { Endpoint::Mutate } else { Endpoint::Validate };
