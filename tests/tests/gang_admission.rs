@@ -388,12 +388,14 @@ async fn an_admitted_gang_moves_only_the_slots_whose_gpu_died() {
     let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
     let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
     ns.api::<JobSet>()
-        .create(&PostParams::default(), &gang_jobset("steady", 2, "8s", json!({}), json!({})))
+        .create(&PostParams::default(), &gang_jobset("steady", 2, "30s", json!({}), json!({})))
         .await
         .expect("create");
-    let admitted = eventually("admitted", WAIT, || gang_in(&ns, "steady", &[GangPhase::Admitted, GangPhase::Running]))
+    // Running first: a gang still Admitted when its slot moves would say "every pod of the gang is ready" as soon
+    // as its pods are, and the re-placement's reason would be gone before this test reads it.
+    let admitted = eventually("running", WAIT, || gang_in(&ns, "steady", &[GangPhase::Running]))
         .await
-        .expect("admitted");
+        .expect("running");
     let before = placed_nodes(&admitted);
     assert_eq!(before.len(), 2);
     let sick = before.iter().next_back().cloned().expect("a node");
