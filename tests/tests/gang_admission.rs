@@ -393,9 +393,8 @@ async fn an_admitted_gang_moves_only_the_slots_whose_gpu_died() {
         .expect("create");
     // Running first: a gang still Admitted when its slot moves would say "every pod of the gang is ready" as soon
     // as its pods are, and the re-placement's reason would be gone before this test reads it.
-    let admitted = eventually("running", WAIT, || gang_in(&ns, "steady", &[GangPhase::Running]))
-        .await
-        .expect("running");
+    let admitted =
+        eventually("running", WAIT, || gang_in(&ns, "steady", &[GangPhase::Running])).await.expect("running");
     let before = placed_nodes(&admitted);
     assert_eq!(before.len(), 2);
     let sick = before.iter().next_back().cloned().expect("a node");
