@@ -117,8 +117,9 @@ pub struct PodSetShortfall {
     pub causes: Vec<CauseCount>,
 }
 
-/// The exclusive Jobs of a gang on one topology key, against that key's domains.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The exclusive Jobs of a gang on one topology key, against that key's domains (also the plugin's JSON/YAML).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DomainShortfall {
     pub topology_key: String,
     /// The gang's Jobs placed exclusively on this key: each needs a domain of its own.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gang::GangKey;
 use crate::gang::demand::{GangDemand, PodSetDemand};
-use crate::gang::explain::{Basis, Cause, Explanation, explain};
+use crate::gang::explain::{Basis, Cause, DomainShortfall, Explanation, explain};
 use crate::gang::model::{ClusterModel, Distrust, Ineligible, Slot, node_admits};
 use crate::gang::nodeset::NodeSet;
 use crate::gang::placement::{EmptyBasis, Restrict, place, place_on_empty};
@@ -303,18 +303,7 @@ pub struct ExplanationView {
     pub pod_sets: Vec<ShortfallView>,
     /// Topology keys with fewer usable domains than the gang's exclusive Jobs on them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub domains: Vec<DomainShortfallView>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DomainShortfallView {
-    pub topology_key: String,
-    pub jobs_needed: u32,
-    pub domains_fit: u32,
-    pub domains_used: u32,
-    pub used_examples: Vec<String>,
-    pub domains_too_small: u32,
+    pub domains: Vec<DomainShortfall>,
 }
 
 impl From<&Explanation> for ExplanationView {
@@ -358,18 +347,7 @@ impl From<&Explanation> for ExplanationView {
                     causes: s.causes.iter().map(cause).collect(),
                 })
                 .collect(),
-            domains: x
-                .domains
-                .iter()
-                .map(|d| DomainShortfallView {
-                    topology_key: d.topology_key.clone(),
-                    jobs_needed: d.jobs_needed,
-                    domains_fit: d.domains_fit,
-                    domains_used: d.domains_used,
-                    used_examples: d.used_examples.clone(),
-                    domains_too_small: d.domains_too_small,
-                })
-                .collect(),
+            domains: x.domains.clone(),
         }
     }
 }
