@@ -17,6 +17,7 @@ use super::GangKey;
 use super::demand::{Constraints, Exclusive, GangDemand, PodSetDemand};
 use super::model::{ClusterModel, Distrust, Ineligible, Slot, node_admits};
 use super::nodeset::NodeSet;
+use super::placement::{EmptyOrder, Restrict, place_on_empty_ordered};
 
 /// How many causes a message names; the rest are summarised as a count.
 pub const MAX_CAUSES: usize = 4;
@@ -144,6 +145,25 @@ pub struct Explanation {
     /// GPUs missing: pods that do not fit × their GPUs (for the head-gang shortfall gauge).
     pub gpu_shortfall: u64,
     pub message: String,
+}
+
+/// Why `gang` can never fit, or `None` when it might: what makes a gang Inadmissible. That verdict sticks until
+/// capacity changes, so it needs a proof, and the greedy search failing on the empty cluster is not one (it can
+/// miss a packing that exists). The proof is a pod set or a topology key short on its own, or more GPUs asked than
+/// the cluster has; otherwise "each pod set fits on its own but not all together" proves nothing, and such a gang
+/// waits like any gang that does not fit now.
+pub fn never_fits(model: &ClusterModel, gang: &GangDemand, order: &EmptyOrder) -> Option<Explanation> {
+    place_on_empty_ordered(model, order, gang, Restrict::default()).err()?;
+    let mut why = explain(model, gang, Basis::Empty, &[]);
+    if !why.pod_sets.is_empty() || !why.domains.is_empty() {
+        return Some(why);
+    }
+    let gpus: u64 = model.nodes().iter().map(|id| u64::from(model.capacity(id).gpus)).sum();
+    (gang.total_gpus() > gpus).then(|| {
+        let _ = write!(why.message, "; the cluster has {gpus} healthy GPUs");
+        why.gpu_shortfall = gang.total_gpus() - gpus;
+        why
+    })
 }
 
 /// Explains why `gang` does not fit. `holds` are the nodes held for head gangs, which it may not use.

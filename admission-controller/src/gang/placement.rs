@@ -579,9 +579,6 @@ fn exclusive_domains<'m, V: View>(view: &'m V, key: &str, gang: &GangKey) -> Vec
 
 fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> Result<Placement, NoFit> {
     let model = view.model();
-    let mut t = Tentative { view, used: HashMap::new(), touched: NodeSet::new() };
-    // Nodes in the domains this gang's exclusive Jobs took: closed to its other Jobs.
-    let mut claimed = NodeSet::new();
     // Hardest first: the biggest GPU Jobs, then the pod sets fewest nodes admit, then the biggest CPU Jobs. A
     // greedy pass that placed an easy pod set first could take the only room a pickier one had (a small pod set
     // that tolerates a taint filling the untainted nodes a big one needs), and call a gang that fits unplaceable.
@@ -597,9 +594,42 @@ fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> R
             i,
         )
     });
-    // Per pod set, per Job: the nodes of its pods in pod-index order.
-    let mut chosen: Vec<Vec<Vec<NodeId>>> = vec![Vec::new(); gang.pod_sets.len()];
-    for i in order {
+    // "Hardest" is a guess: a big GPU Job packed onto one node can still take the CPU that two CPU-heavy Jobs of
+    // another pod set each needed a different node for. So when a pod set fails, it goes first and the search runs
+    // again (at most once per pod set; the first failure is the one reported). Single-pod-set gangs never retry.
+    let mut first_failure = None;
+    for _ in 0..gang.pod_sets.len() {
+        match place_in_order(view, gang, restrict, &order) {
+            Ok(chosen) => return Ok(placement_of(model, gang, chosen)),
+            Err((i, no)) => {
+                let failure = first_failure.get_or_insert(no);
+                if order.first() == Some(&i) {
+                    return Err(failure.clone());
+                }
+                order.retain(|&j| j != i);
+                order.insert(0, i);
+            }
+        }
+    }
+    Err(first_failure.unwrap_or_else(|| NoFit { pod_set: String::new(), job_index: 0 }))
+}
+
+/// Per pod set, per Job: the nodes of its pods in pod-index order.
+type Chosen = Vec<Vec<Vec<NodeId>>>;
+
+/// One greedy pass over the pod sets in `order`; on failure, the index of the pod set that failed.
+fn place_in_order<V: View>(
+    view: &V,
+    gang: &GangDemand,
+    restrict: Restrict<'_>,
+    order: &[usize],
+) -> Result<Chosen, (usize, NoFit)> {
+    let model = view.model();
+    let mut t = Tentative { view, used: HashMap::new(), touched: NodeSet::new() };
+    // Nodes in the domains this gang's exclusive Jobs took: closed to its other Jobs.
+    let mut claimed = NodeSet::new();
+    let mut chosen: Chosen = vec![Vec::new(); gang.pod_sets.len()];
+    for &i in order {
         let ps = &gang.pod_sets[i];
         let per_job = ps.exclusive == Some(Exclusive::NodeSelector);
         let shared = (!per_job).then(|| model.eligible(&ps.constraints));
@@ -617,10 +647,14 @@ fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> R
                     picks
                 }),
             };
-            let picks = picks.ok_or_else(|| NoFit { pod_set: ps.name.clone(), job_index: job })?;
+            let picks = picks.ok_or_else(|| (i, NoFit { pod_set: ps.name.clone(), job_index: job }))?;
             chosen[i].push(picks.into_iter().flat_map(|(id, k)| std::iter::repeat_n(id, k as usize)).collect());
         }
     }
+    Ok(chosen)
+}
+
+fn placement_of(model: &ClusterModel, gang: &GangDemand, chosen: Chosen) -> Placement {
     let mut placement = Placement::default();
     for (ps, jobs) in gang.pod_sets.iter().zip(chosen) {
         for (job_index, pods) in jobs.into_iter().enumerate() {
@@ -637,7 +671,7 @@ fn place_with<V: View>(view: &V, gang: &GangDemand, restrict: Restrict<'_>) -> R
             }
         }
     }
-    Ok(placement)
+    placement
 }
 
 #[cfg(test)]
@@ -701,6 +735,24 @@ mod tests {
         assert_eq!(p.slots.len(), 3);
         assert_eq!(p.slots[0].pod_set, "leader");
         assert_eq!(p.per_node.values().map(|r| r.gpus).sum::<u32>(), 20);
+    }
+
+    #[test]
+    fn a_pod_set_that_fails_goes_first_on_the_next_try() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        add_gpu_node(&mut m, "b", 8, &[]);
+        // The 2 × 4-GPU Job goes first (most GPUs) and fills node a; then the two 40-core Jobs need a node each
+        // (64 cores per node), and a has no GPU left. The retry places them first, and the big Job across both.
+        let mut g = gang("ml/x", &[("cpu", 2, 1, 1), ("big", 1, 2, 4)]);
+        g.pod_sets[0].per_pod.cpu_milli = 40_000;
+        let p = place(&m, &g, Restrict::default()).expect("fits after the retry");
+        assert_eq!((nodes_of(&p, "cpu", 0), nodes_of(&p, "cpu", 1)), (vec!["a".to_owned()], vec!["b".to_owned()]));
+        assert_eq!(nodes_of(&p, "big", 0), vec!["a", "b"]);
+        // What failed first is what is reported when no order works.
+        add_gpu_node(&mut m, "c", 0, &[]);
+        g.pod_sets[0].jobs = 3;
+        assert_eq!(place(&m, &g, Restrict::default()), Err(NoFit { pod_set: "cpu".into(), job_index: 1 }));
     }
 
     #[test]

@@ -365,67 +365,7 @@ proptest! {
         gangs in prop::collection::vec(gang_spec(2), 1..16),
         hold_after_passes in prop_oneof![Just(0u64), Just(3), Just(1_000_000)],
     ) {
-        let mut m = build(&nodes);
-        let mut q = Queues::new(QueueConfig { head_hold_after: Duration::from_secs(hold_after_passes * 10), ..QueueConfig::default() });
-        // Arrivals spread over the first 50 passes; pass p is at NOW + 10 p seconds.
-        let mut running: BTreeMap<u64, Vec<GangKey>> = BTreeMap::new();
-        let mut admitted_at: BTreeMap<GangKey, u64> = BTreeMap::new();
-        let mut reservations: BTreeMap<GangKey, BTreeMap<String, Resources>> = BTreeMap::new();
-        let base = initial_rooms(&nodes);
-        let last = 50 + 400;
-        for p in 0..last {
-            let now = at(NOW + 10 * p);
-            m.set_time(now);
-            // Keep the agents fresh (stale ones stay stale).
-            for (i, n) in nodes.iter().enumerate().filter(|(_, n)| !n.stale) {
-                let mut report = GpuReport::healthy(&node_name(i), n.gpus, now);
-                report.unhealthy = (0..n.unhealthy).map(|u| UnhealthyGpu { index: u, xid: Some(79), reason: None }).collect();
-                m.apply_gpunode(report);
-            }
-            for key in running.remove(&p).unwrap_or_default() {
-                prop_assert!(m.release(&key));
-                reservations.remove(&key);
-            }
-            for (i, g) in gangs.iter().enumerate().filter(|(_, g)| g.arrival == p) {
-                q.enqueue(demand(i, g), now);
-            }
-            let r = q.pass(&mut m, now);
-            for a in r.admitted {
-                let i: usize = a.key.as_str().trim_start_matches("ns/g").parse().expect("key");
-                running.entry(p + gangs[i].duration).or_default().push(a.key.clone());
-                admitted_at.insert(a.key.clone(), p);
-                reservations.insert(a.key, a.placement.per_node);
-            }
-            // (b): what the running gangs hold fits every node, by hand.
-            let mut rooms = base.clone();
-            for per_node in reservations.values() {
-                for (node, r) in per_node {
-                    let i = index_of(node);
-                    prop_assert!(r.fits_in(&rooms[i]), "{node} over-committed at pass {p}");
-                    rooms[i] = rooms[i].saturating_sub(*r);
-                }
-            }
-            if p > 50 && q.is_empty() && running.is_empty() {
-                break;
-            }
-        }
-        // "Fits the empty cluster": pods of no gang never leave in this simulation, so empty means empty of gangs.
-        // Single-pod-set gangs are judged by hand; for several pod sets (where a fit is a packing problem), by
-        // whether placement finds one on a cluster with no gangs.
-        let empty = build(&nodes);
-        for (i, g) in gangs.iter().enumerate() {
-            let key = GangKey::new("ns", &format!("g{i:03}"));
-            let fits = if g.sets.len() == 1 {
-                oracle_fits(&nodes, &base, &|_| true, &g.sets[0])
-            } else {
-                place(&empty, &demand(i, g), Restrict::default()).is_ok()
-            };
-            if fits {
-                prop_assert!(admitted_at.contains_key(&key), "g{i} {g:?} fits the empty cluster but was never admitted");
-            } else {
-                prop_assert!(!admitted_at.contains_key(&key) || g.sets.len() > 1, "g{i} admitted without a fit");
-            }
-        }
+        simulate_arrivals(&nodes, &gangs, hold_after_passes)?;
     }
 
     /// (d), no starvation: a big gang at the head is admitted while small gangs keep arriving.
@@ -486,6 +426,76 @@ proptest! {
         // Everything that ran when it became head ends within 5 passes; nothing new lands on its held nodes.
         prop_assert!(admitted_big.is_some_and(|p| p <= 6), "big admitted at {admitted_big:?}");
     }
+}
+
+/// The body of [`every_gang_that_fits_is_eventually_admitted`], callable with fixed cases.
+fn simulate_arrivals(nodes: &[NodeSpec], gangs: &[GangSpecT], hold_after_passes: u64) -> Result<(), TestCaseError> {
+    let mut m = build(nodes);
+    let mut q = Queues::new(QueueConfig {
+        head_hold_after: Duration::from_secs(hold_after_passes * 10),
+        ..QueueConfig::default()
+    });
+    // Arrivals spread over the first 50 passes; pass p is at NOW + 10 p seconds.
+    let mut running: BTreeMap<u64, Vec<GangKey>> = BTreeMap::new();
+    let mut admitted_at: BTreeMap<GangKey, u64> = BTreeMap::new();
+    let mut reservations: BTreeMap<GangKey, BTreeMap<String, Resources>> = BTreeMap::new();
+    let base = initial_rooms(nodes);
+    let last = 50 + 400;
+    for p in 0..last {
+        let now = at(NOW + 10 * p);
+        m.set_time(now);
+        // Keep the agents fresh (stale ones stay stale).
+        for (i, n) in nodes.iter().enumerate().filter(|(_, n)| !n.stale) {
+            let mut report = GpuReport::healthy(&node_name(i), n.gpus, now);
+            report.unhealthy =
+                (0..n.unhealthy).map(|u| UnhealthyGpu { index: u, xid: Some(79), reason: None }).collect();
+            m.apply_gpunode(report);
+        }
+        for key in running.remove(&p).unwrap_or_default() {
+            prop_assert!(m.release(&key));
+            reservations.remove(&key);
+        }
+        for (i, g) in gangs.iter().enumerate().filter(|(_, g)| g.arrival == p) {
+            q.enqueue(demand(i, g), now);
+        }
+        let r = q.pass(&mut m, now);
+        for a in r.admitted {
+            let i: usize = a.key.as_str().trim_start_matches("ns/g").parse().expect("key");
+            running.entry(p + gangs[i].duration).or_default().push(a.key.clone());
+            admitted_at.insert(a.key.clone(), p);
+            reservations.insert(a.key, a.placement.per_node);
+        }
+        // (b): what the running gangs hold fits every node, by hand.
+        let mut rooms = base.clone();
+        for per_node in reservations.values() {
+            for (node, r) in per_node {
+                let i = index_of(node);
+                prop_assert!(r.fits_in(&rooms[i]), "{node} over-committed at pass {p}");
+                rooms[i] = rooms[i].saturating_sub(*r);
+            }
+        }
+        if p > 50 && q.is_empty() && running.is_empty() {
+            break;
+        }
+    }
+    // "Fits the empty cluster": pods of no gang never leave in this simulation, so empty means empty of gangs.
+    // Single-pod-set gangs are judged by hand; for several pod sets (where a fit is a packing problem), by
+    // whether placement finds one on a cluster with no gangs.
+    let empty = build(nodes);
+    for (i, g) in gangs.iter().enumerate() {
+        let key = GangKey::new("ns", &format!("g{i:03}"));
+        let fits = if g.sets.len() == 1 {
+            oracle_fits(nodes, &base, &|_| true, &g.sets[0])
+        } else {
+            place(&empty, &demand(i, g), Restrict::default()).is_ok()
+        };
+        if fits {
+            prop_assert!(admitted_at.contains_key(&key), "g{i} {g:?} fits the empty cluster but was never admitted");
+        } else {
+            prop_assert!(!admitted_at.contains_key(&key) || g.sets.len() > 1, "g{i} admitted without a fit");
+        }
+    }
+    Ok(())
 }
 
 fn g_set(g: &GangSpecT) -> SetSpec {
@@ -601,4 +611,36 @@ proptest! {
         }
         prop_assert_eq!(place(&m, &d, Restrict::default()), place(&m, &d, Restrict::default()));
     }
+}
+
+/// Found by CI: a CPU-only gang ahead splits no room for two 17-core pods, the gang waits at the head with nodes
+/// held, and must be admitted once the CPU gang ends.
+#[test]
+fn regression_two_pod_sets_behind_a_cpu_gang() {
+    let node = NodeSpec {
+        gpus: 8,
+        unhealthy: 0,
+        stale: false,
+        cores: 32,
+        pool: 0,
+        rack: 0,
+        ready: true,
+        tainted: false,
+        foreign_gpus: 1,
+        foreign_cores: 0,
+    };
+    let set = |jobs, pods_per_job, gpus, cores| SetSpec {
+        jobs,
+        pods_per_job,
+        gpus,
+        cores,
+        pool: None,
+        tolerates: false,
+        exclusive: false,
+    };
+    let gangs = [
+        GangSpecT { priority: 0, arrival: 3, sets: vec![set(2, 1, 1, 17), set(1, 2, 4, 0)], duration: 1 },
+        GangSpecT { priority: 1, arrival: 0, sets: vec![set(1, 2, 0, 8)], duration: 4 },
+    ];
+    simulate_arrivals(&[node.clone(), node], &gangs, 0).expect("every gang that fits is admitted");
 }

@@ -15,8 +15,8 @@
 //!   admitted gangs hold per unit of weight, least first (ties by name), counting what earlier turns of the same
 //!   pass admitted. So capacity that frees up goes first to the queue with the smallest share, and no queue wins
 //!   every race because of its name.
-//! - a gang that could not fit even the empty cluster is Inadmissible, with the reason, and is neither head nor
-//!   obstacle; the verdict is revisited when the cluster's capacity changes.
+//! - a gang that provably cannot fit even the empty cluster is Inadmissible, with the reason, and is neither head
+//!   nor obstacle; the verdict is revisited when the cluster's capacity changes (see [`never_fits`]).
 //!
 //! Gangs of one shape fit or fail together within a pass (room only shrinks during a pass), so a pass tries each
 //! shape once per queue after its first failure — a deep queue of similar gangs costs little.
@@ -32,10 +32,10 @@ use priority_queue::PriorityQueue;
 
 use super::GangKey;
 use super::demand::{GangDemand, GangShape};
-use super::explain::{Basis, Explanation, explain};
+use super::explain::{Basis, Explanation, explain, never_fits};
 use super::model::ClusterModel;
 use super::nodeset::NodeSet;
-use super::placement::{EmptyBasis, EmptyOrder, Placement, Restrict, place, place_on_empty, place_on_empty_ordered};
+use super::placement::{EmptyBasis, EmptyOrder, Placement, Restrict, place, place_on_empty};
 
 /// Kueue's `waitForPodsReady`, per queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,9 +446,7 @@ impl Queues {
                     Some(v) => v.clone(),
                     None => {
                         let order = empty_order.get_or_insert_with(|| EmptyOrder::new(model, EmptyBasis::Everything));
-                        let v = place_on_empty_ordered(model, order, &entry.demand, Restrict::default())
-                            .err()
-                            .map(|_| explain(model, &entry.demand, Basis::Empty, &[]));
+                        let v = never_fits(model, &entry.demand, order);
                         self.feasibility.insert(entry.shape.clone(), v.clone());
                         v
                     }
@@ -654,6 +652,27 @@ mod tests {
         let r = q.pass(&mut m, at(20));
         assert_eq!(admitted(&r), vec!["ml/huge"]);
         assert!(q.explain(&m, &GangKey::parse("ml/big")).is_some_and(|e| e.gpu_shortfall == 16));
+    }
+
+    #[test]
+    fn inadmissible_needs_a_proof_not_a_failed_search() {
+        let mut m = model(&[]);
+        add_gpu_node(&mut m, "a", 8, &[]);
+        add_gpu_node(&mut m, "b", 8, &[]);
+        let mut q = queues(3600);
+        // 24 GPUs on a 16-GPU cluster: proven, although each pod set fits alone.
+        q.enqueue(gang("ml/over", &[("x", 1, 1, 8), ("y", 1, 1, 8), ("z", 1, 1, 8)]), at(0));
+        // 15 GPUs, but no node holds two 5-GPU pods: no packing exists, and nothing short on its own proves it.
+        q.enqueue(gang("ml/three", &[("x", 1, 1, 5), ("y", 1, 1, 5), ("z", 1, 1, 5)]), at(1));
+        let r = q.pass(&mut m, at(10));
+        assert_eq!(r.inadmissible.len(), 1);
+        assert_eq!(r.inadmissible[0].0.as_str(), "ml/over");
+        let why = &r.inadmissible[0].1;
+        assert!(why.message.contains("not all together") && why.message.ends_with("the cluster has 16 healthy GPUs"));
+        assert_eq!(why.gpu_shortfall, 8);
+        assert!(r.attempts.iter().any(|a| a.key.as_str() == "ml/three" && a.outcome == Outcome::Head { held: false }));
+        let three = q.explain(&m, &GangKey::parse("ml/three")).expect("queued");
+        assert!(three.message.starts_with("each pod set fits on its own but not all together"), "{}", three.message);
     }
 
     #[test]

@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::gang::GangKey;
 use crate::gang::demand::{GangDemand, PodSetDemand};
-use crate::gang::explain::{Basis, Cause, DomainShortfall, Explanation, explain};
+use crate::gang::explain::{Basis, Cause, DomainShortfall, Explanation, explain, never_fits};
 use crate::gang::model::{ClusterModel, Distrust, Ineligible, Slot, node_admits};
 use crate::gang::nodeset::NodeSet;
-use crate::gang::placement::{EmptyBasis, Restrict, place, place_on_empty};
+use crate::gang::placement::{EmptyBasis, EmptyOrder, Restrict, place};
 use crate::gang::snapshot::{HeldNodes, SnapshotIssue};
 
 fn seconds_since(now: SystemTime, t: &Time) -> u64 {
@@ -412,11 +412,13 @@ pub fn check_fit(model: &ClusterModel, demand: &GangDemand, held: &HeldNodes) ->
             }
         }
         Err(_) => {
-            let ever = place_on_empty(model, demand, EmptyBasis::Everything, Restrict::default()).is_ok();
-            let (verdict, basis) =
-                if ever { (Verdict::DoesNotFitNow, Basis::Now) } else { (Verdict::NeverFits, Basis::Empty) };
-            let holds: Vec<(&GangKey, &NodeSet)> = holds.iter().map(|(g, n)| (g, n)).collect();
-            let why = explain(model, demand, basis, if ever { &holds } else { &[] });
+            let (verdict, why) = match never_fits(model, demand, &EmptyOrder::new(model, EmptyBasis::Everything)) {
+                Some(why) => (Verdict::NeverFits, why),
+                None => {
+                    let holds: Vec<(&GangKey, &NodeSet)> = holds.iter().map(|(g, n)| (g, n)).collect();
+                    (Verdict::DoesNotFitNow, explain(model, demand, Basis::Now, &holds))
+                }
+            };
             Fit { verdict, message: why.message.clone(), explanation: Some((&why).into()), placement: Vec::new() }
         }
     }
