@@ -29,4 +29,13 @@ step "mock NVML library (libnvidia-ml.so.1 stand-in the gpu-agent tests load thr
 cargo build --locked -p muster-mock-nvml
 
 step "cargo test (workspace)"
+# Property tests draw new cases on every run, which is how they find bugs. CI pins the seed so that its verdict on a
+# commit is reproducible; set PROPTEST_RNG_SEED yourself to replay one, and keep each failure proptest finds as a
+# case in proptest-regressions/ or a unit test.
+if [[ -n "${CI:-}" ]]; then
+  export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261129}"
+fi
+if [[ -n "${PROPTEST_RNG_SEED:-}" ]]; then
+  echo "property tests: PROPTEST_RNG_SEED=$PROPTEST_RNG_SEED" >&2
+fi
 cargo test --workspace --locked

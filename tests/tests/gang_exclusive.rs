@@ -60,11 +60,17 @@ fn settings() -> Settings {
 
 /// `jobs` Indexed Jobs of two 8-GPU pods each (a whole rack), one rack per Job; pods run for an hour.
 fn jobset(name: &str, jobs: u32) -> JobSet {
+    gpu_jobset(name, jobs, 2, true)
+}
+
+/// `jobs` Indexed Jobs of `pods` 8-GPU pods each, placed exclusively per rack or not; pods run for an hour.
+fn gpu_jobset(name: &str, jobs: u32, pods: u32, exclusive: bool) -> JobSet {
+    let annotations = if exclusive { json!({keys::EXCLUSIVE_TOPOLOGY: RACK}) } else { json!({}) };
     serde_json::from_value(json!({
         "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
-        "metadata": {"name": name, "annotations": {keys::EXCLUSIVE_TOPOLOGY: RACK}},
+        "metadata": {"name": name, "annotations": annotations},
         "spec": {"replicatedJobs": [{"name": "w", "replicas": jobs, "template": {"spec": {
-            "parallelism": 2, "completions": 2, "completionMode": "Indexed", "backoffLimit": 0,
+            "parallelism": pods, "completions": pods, "completionMode": "Indexed", "backoffLimit": 0,
             "template": {"metadata": {"annotations": {"muster.dev/test-duration": "1h"}},
                 "spec": {"restartPolicy": "Never", "containers": [{"name": "c",
                     "image": "registry.invalid/train:never-pulled",
@@ -159,5 +165,54 @@ async fn exclusive_jobs_get_a_rack_each_run_and_a_gang_wanting_more_racks_waits_
         reason.contains(&format!("needs 4 domains of {RACK} for its exclusive Jobs; the cluster has 3")),
         "{reason}"
     );
+    ns.delete(WAIT).await.expect("cleanup");
+}
+
+#[tokio::test]
+async fn a_rack_taken_by_an_exclusive_job_is_closed_to_other_gangs() {
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("gang-exclusive-closed").await.expect("namespace");
+    let client = ns.client();
+    for rack in RACKS {
+        for i in 0..2 {
+            publish_gpu_node(&client, &format!("{rack}-{i}"), 8, &[]).await.expect("GPUNode");
+        }
+    }
+    let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
+    let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
+    let pp = PostParams::default();
+    let admitted = |name: &'static str| {
+        let ns = &ns;
+        async move {
+            eventually(name, WAIT, || gang_in(ns, name, &[GangPhase::Running])).await.expect("admitted and running")
+        }
+    };
+
+    // One exclusive Job of one 8-GPU pod takes a rack and leaves its other node free.
+    ns.api::<JobSet>().create(&pp, &gpu_jobset("half", 1, 1, true)).await.expect("half");
+    let half = admitted("half").await;
+    let taken = rack_of(&half.placement[0].node);
+    // Four plain 8-GPU pods fit only the two other racks: the pods of other Jobs may not enter the taken rack
+    // (the leader's anti-affinity), and admission knows it, so every pod runs where it was placed.
+    ns.api::<JobSet>().create(&pp, &gpu_jobset("fill", 1, 4, false)).await.expect("fill");
+    let fill = admitted("fill").await;
+    let fill_racks: BTreeSet<String> = fill.placement.iter().map(|s| rack_of(&s.node)).collect();
+    assert!(!fill_racks.contains(&taken), "fill placed in {taken}: {:?}", fill.placement);
+    assert_eq!(fill.requeue_count, 0);
+    // One more plain pod: the only free GPUs are in the taken rack, so it waits and says who took it.
+    ns.api::<JobSet>().create(&pp, &gpu_jobset("one", 1, 1, false)).await.expect("one");
+    let key = format!("{}/half", ns.name());
+    let reason = eventually("one pending with a reason", WAIT, || async {
+        let s = gang_in(&ns, "one", &[GangPhase::Pending]).await?;
+        let reason = s.reason.unwrap_or_default();
+        if reason.contains("taken exclusively") { Ok(reason) } else { Err(format!("reason: {reason}")) }
+    })
+    .await
+    .expect("one waits");
+    assert!(reason.contains(&format!("2 nodes in {RACK}={taken}, taken exclusively by {key}")), "{reason}");
+    // Once the exclusive JobSet is gone, the rack is open again.
+    ns.api::<JobSet>().delete("half", &Default::default()).await.expect("delete half");
+    let one = admitted("one").await;
+    assert_eq!(rack_of(&one.placement[0].node), taken);
     ns.delete(WAIT).await.expect("cleanup");
 }

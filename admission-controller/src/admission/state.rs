@@ -23,7 +23,7 @@ use crate::gang::demand::GangDemand;
 use crate::gang::model::{ClusterModel, GpuReport, ModelConfig};
 use crate::gang::nodeset::NodeSet;
 use crate::gang::objects::{self, GangSpecError};
-use crate::gang::placement::{per_node_of, replace_slots};
+use crate::gang::placement::{ReserveError, per_node_of, replace_slots, reserve_slots};
 use crate::gang::queue::{QueueConfig, Queues, RequeueDecision, on_pods_ready_timeout, pods_ready_deadline};
 
 /// Knobs of the admission controller.
@@ -263,12 +263,10 @@ impl Admission {
         };
         match (tracked.stored.phase, &tracked.demand) {
             (GangPhase::Admitted | GangPhase::Running, Ok(demand)) => {
-                match per_node_of(demand, &tracked.stored.placement) {
-                    Ok(per_node) => {
-                        // Already reserved means we saw this gang before a relist; nothing to do.
-                        let _ = self.model.reserve(&key, &per_node);
-                    }
-                    Err(pod_set) => {
+                match reserve_slots(&mut self.model, demand, &tracked.stored.placement) {
+                    // Already reserved means we saw this gang before a relist; nothing to do.
+                    Ok(()) | Err(ReserveError::Model(_)) => {}
+                    Err(ReserveError::UnknownPodSet(pod_set)) => {
                         tracing::warn!(gang = %key, pod_set, "stored placement names an unknown pod set; queueing again");
                         tracked.desired.phase = GangPhase::Pending;
                         tracked.desired.placement.clear();
@@ -584,11 +582,13 @@ impl Admission {
             let Ok(demand) = &t.demand else { continue };
             let (moving, kept): (Vec<SlotPlacement>, Vec<SlotPlacement>) =
                 t.desired.placement.iter().cloned().partition(|s| bad.contains(&&s.node));
-            let Ok(kept_per_node) = per_node_of(demand, &kept) else { continue };
+            if per_node_of(demand, &kept).is_err() {
+                continue;
+            }
             let mut avoid = NodeSet::new();
             bad.iter().filter_map(|n| self.model.id(n)).for_each(|id| avoid.insert(id));
             self.model.release(&key);
-            let _ = self.model.reserve(&key, &kept_per_node);
+            let _ = reserve_slots(&mut self.model, demand, &kept);
             let nodes = bad.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
             match replace_slots(&self.model, demand, &moving, &kept, &avoid) {
                 Ok(new) => {
@@ -601,15 +601,18 @@ impl Admission {
                         }
                     }
                     self.model.release(&key);
-                    let all = per_node_of(demand, &t.desired.placement).unwrap_or(held);
-                    let _ = self.model.reserve(&key, &all);
+                    if reserve_slots(&mut self.model, demand, &t.desired.placement).is_err() {
+                        let _ = self.model.reserve(&key, &held);
+                    }
                     let pods = if moving.len() == 1 { "1 pod".to_owned() } else { format!("{} pods", moving.len()) };
                     t.desired.reason = Some(format!("re-placed {pods} off {nodes}: GPUs there stopped being healthy"));
                     report.requeued.push((t.queue.clone(), REQUEUE_UNHEALTHY_GPU));
                 }
                 Err(_) => {
                     self.model.release(&key);
-                    let _ = self.model.reserve(&key, &held);
+                    if reserve_slots(&mut self.model, demand, &t.desired.placement).is_err() {
+                        let _ = self.model.reserve(&key, &held);
+                    }
                     t.desired.reason = Some(format!(
                         "GPUs stopped being healthy on {nodes} under {} reserved pods; no healthy room to move them yet",
                         moving.len()

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use super::GangKey;
 use super::demand::{Constraints, Exclusive, GangDemand, PodSetDemand};
 use super::model::{ClusterModel, Distrust, Ineligible, Slot, node_admits};
-use super::nodeset::NodeSet;
+use super::nodeset::{NodeId, NodeSet};
 use super::placement::{EmptyOrder, Restrict, place_on_empty_ordered};
 
 /// How many causes a message names; the rest are summarised as a count.
@@ -46,6 +46,11 @@ pub enum Cause {
     },
     HeldForHead {
         gang: GangKey,
+    },
+    /// In a domain (`key=value`) that an exclusive Job of another gang took.
+    ExclusiveDomain {
+        gang: GangKey,
+        domain: String,
     },
     NoGpuAgent,
     GpuAgentStale,
@@ -78,6 +83,7 @@ impl Cause {
             Cause::Affinity => "node_affinity",
             Cause::Taint { .. } => "taint",
             Cause::HeldForHead { .. } => "held_for_head",
+            Cause::ExclusiveDomain { .. } => "exclusive_domain",
             Cause::NoGpuAgent => "no_gpu_agent",
             Cause::GpuAgentStale => "gpu_agent_stale",
             Cause::NvmlUnavailable => "nvml_unavailable",
@@ -166,20 +172,37 @@ pub fn never_fits(model: &ClusterModel, gang: &GangDemand, order: &EmptyOrder) -
     })
 }
 
-/// Explains why `gang` does not fit. `holds` are the nodes held for head gangs, which it may not use.
+/// Nodes a gang may not use now, with who closed them to it.
+struct Closed<'a> {
+    /// Held for head gangs.
+    holds: &'a [(&'a GangKey, &'a NodeSet)],
+    /// In domains other gangs' exclusive Jobs took (see [`ClusterModel::claimed_by_others`]).
+    claimed: Vec<(&'a GangKey, String, NodeSet)>,
+}
+
+impl Closed<'_> {
+    fn contains(&self, id: NodeId) -> bool {
+        self.holds.iter().any(|(_, set)| set.contains(id)) || self.claimed.iter().any(|(_, _, set)| set.contains(id))
+    }
+}
+
+/// Explains why `gang` does not fit. `holds` are the nodes held for head gangs, which it may not use; on
+/// [`Basis::Now`] neither may it use the domains other gangs' exclusive Jobs took.
 pub fn explain(model: &ClusterModel, gang: &GangDemand, basis: Basis, holds: &[(&GangKey, &NodeSet)]) -> Explanation {
+    let claimed = if basis == Basis::Now { model.claimed_by_others(&gang.key) } else { Vec::new() };
+    let closed = Closed { holds, claimed };
     let mut pod_sets = Vec::new();
     let mut gpu_shortfall = 0u64;
     let mut every_single_fits = true;
     for ps in &gang.pod_sets {
-        let s = pod_set_shortfall(model, &gang.key, ps, basis, holds);
+        let s = pod_set_shortfall(model, &gang.key, ps, basis, &closed);
         if s.pods_fit < s.pods_needed {
             every_single_fits = false;
             gpu_shortfall += u64::from(s.pods_needed - s.pods_fit) * u64::from(s.gpus_per_pod);
             pod_sets.push((ps, s));
         }
     }
-    let domains = domain_shortfalls(model, gang, basis, holds);
+    let domains = domain_shortfalls(model, gang, basis, &closed);
     for d in &domains {
         let per_job = gang
             .pod_sets
@@ -227,7 +250,7 @@ fn domain_shortfalls(
     model: &ClusterModel,
     gang: &GangDemand,
     basis: Basis,
-    holds: &[(&GangKey, &NodeSet)],
+    closed: &Closed<'_>,
 ) -> Vec<DomainShortfall> {
     let mut keys: BTreeMap<&str, Vec<&PodSetDemand>> = BTreeMap::new();
     for ps in &gang.pod_sets {
@@ -266,7 +289,7 @@ fn domain_shortfalls(
             let holds_a_job = sets.iter().zip(&eligible).any(|(ps, eligible)| {
                 let pods: u64 = members
                     .iter()
-                    .filter(|&id| eligible.contains(id) && !holds.iter().any(|(_, set)| set.contains(id)))
+                    .filter(|&id| eligible.contains(id) && !closed.contains(id))
                     .map(|id| {
                         let room = match basis {
                             Basis::Now => model.free(id),
@@ -335,15 +358,15 @@ fn pod_set_shortfall(
     gang: &GangKey,
     ps: &PodSetDemand,
     basis: Basis,
-    holds: &[(&GangKey, &NodeSet)],
+    closed: &Closed<'_>,
 ) -> PodSetShortfall {
     if ps.exclusive != Some(Exclusive::NodeSelector) {
-        return shortfall(model, ps, &ps.constraints, ps.pods(), basis, holds);
+        return shortfall(model, ps, &ps.constraints, ps.pods(), basis, closed);
     }
     // The node-selector strategy gives each Job nodes of its own: the first Job that does not fit them speaks for
     // the pod set.
     for job in 0..ps.jobs {
-        let s = shortfall(model, ps, &ps.job_constraints(gang, job), ps.pods_per_job, basis, holds);
+        let s = shortfall(model, ps, &ps.job_constraints(gang, job), ps.pods_per_job, basis, closed);
         if s.pods_fit < s.pods_needed {
             return PodSetShortfall { pods_needed: ps.pods(), pods_fit: ps.pods() - (s.pods_needed - s.pods_fit), ..s };
         }
@@ -365,7 +388,7 @@ fn shortfall(
     constraints: &Constraints,
     needed: u32,
     basis: Basis,
-    holds: &[(&GangKey, &NodeSet)],
+    closed: &Closed<'_>,
 ) -> PodSetShortfall {
     let g = ps.per_pod.gpus;
     let mut pods_fit = 0u32;
@@ -395,8 +418,13 @@ fn shortfall(
             add(cause, u64::from(slot.capacity.gpus), name.to_owned());
             continue;
         }
-        if let Some((holder, _)) = holds.iter().find(|(_, set)| set.contains(id)) {
+        if let Some((holder, _)) = closed.holds.iter().find(|(_, set)| set.contains(id)) {
             add(Cause::HeldForHead { gang: (*holder).clone() }, u64::from(slot.capacity.gpus), name.to_owned());
+            continue;
+        }
+        if let Some((owner, domain, _)) = closed.claimed.iter().find(|(_, _, set)| set.contains(id)) {
+            let cause = Cause::ExclusiveDomain { gang: (*owner).clone(), domain: domain.clone() };
+            add(cause, u64::from(slot.capacity.gpus), name.to_owned());
             continue;
         }
         let room = match basis {
@@ -563,6 +591,7 @@ fn cause_text(c: &CauseCount, g: u32) -> String {
         Cause::Affinity => format!("{nodes} {} not match the required node affinity", verb(n, "do")),
         Cause::Taint { taint } => format!("{nodes} {} untolerated taint {taint}", verb(n, "have")),
         Cause::HeldForHead { gang } => format!("{nodes} held for {gang}, the head of the queue"),
+        Cause::ExclusiveDomain { gang, domain } => format!("{nodes} in {domain}, taken exclusively by {gang}"),
         Cause::NoGpuAgent => format!("{nodes} without a GPU agent report{eg}"),
         Cause::GpuAgentStale => single.unwrap_or_else(|| format!("{nodes} with a stale GPU agent heartbeat{eg}")),
         Cause::NvmlUnavailable => single.unwrap_or_else(|| format!("{nodes} whose GPU agent cannot read NVML{eg}")),

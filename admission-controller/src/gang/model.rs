@@ -270,6 +270,8 @@ pub struct ClusterModel {
     domains: Vec<BTreeMap<Arc<str>, Domain>>,
     pods: HashMap<(String, String), PodInfo>,
     reservations: HashMap<GangKey, BTreeMap<String, Resources>>,
+    /// Per reserved gang: the domains its exclusive Jobs took, as (topology key, value).
+    claims: HashMap<GangKey, BTreeSet<(String, String)>>,
     total_free_gpus: u64,
     eligibility: Mutex<EligibilityCache>,
     eligibility_generation: u64,
@@ -292,6 +294,7 @@ impl ClusterModel {
             domains: vec![BTreeMap::new(); levels],
             pods: HashMap::new(),
             reservations: HashMap::new(),
+            claims: HashMap::new(),
             total_free_gpus: 0,
             eligibility: Mutex::new(EligibilityCache::default()),
             eligibility_generation: 1,
@@ -428,8 +431,23 @@ impl ClusterModel {
         Ok(())
     }
 
+    /// Records the domains (topology key, value) the exclusive Jobs of a reserved gang take; they go with the
+    /// reservation. No-op for a gang without a reservation.
+    pub fn claim_domains(&mut self, gang: &GangKey, claims: BTreeSet<(String, String)>) {
+        if !self.reservations.contains_key(gang) {
+            return;
+        }
+        if claims.is_empty() {
+            self.claims.remove(gang);
+        } else {
+            self.claims.insert(gang.clone(), claims);
+        }
+        self.generation += 1;
+    }
+
     /// Releases the gang's reservation; its pods that are still bound keep counting. Returns whether it had one.
     pub fn release(&mut self, gang: &GangKey) -> bool {
+        self.claims.remove(gang);
         let Some(per_node) = self.reservations.remove(gang) else { return false };
         for (node, r) in &per_node {
             let Some(&id) = self.ids.get(node.as_str()) else { continue };
@@ -527,6 +545,24 @@ impl ClusterModel {
     /// The nodes per value of any node label (not only the configured topology keys); sets may be empty.
     pub fn label_values(&self, key: &str) -> Option<&HashMap<String, NodeSet>> {
         self.label_index.get(key)
+    }
+
+    /// The nodes of domains that exclusive Jobs of gangs other than `gang` took, per domain: `gang`'s pods may not
+    /// go there. Upstream's exclusive placement gives each exclusive Job's leader a required anti-affinity against
+    /// the pods of other Jobs in its domain, and the scheduler enforces it for pods arriving later too. Upstream
+    /// scopes that to pods of the same `jobset.sigs.k8s.io/priority`; admission does not, so it never admits a
+    /// gang the scheduler would refuse, at the cost of a gang of another priority waiting for such a domain.
+    pub fn claimed_by_others(&self, gang: &GangKey) -> Vec<(&GangKey, String, NodeSet)> {
+        let mut out = Vec::new();
+        for (owner, claims) in self.claims.iter().filter(|(owner, _)| *owner != gang) {
+            for (key, value) in claims {
+                if let Some(members) = self.label_values(key).and_then(|v| v.get(value)) {
+                    out.push((owner, format!("{key}={value}"), members.clone()));
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
     }
 
     /// Whether bound pods or reservations of JobSets other than `gang` hold room on the node.

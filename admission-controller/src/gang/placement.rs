@@ -36,13 +36,13 @@
 //! ([`place_on_empty`]), which decides whether a gang can ever fit and which nodes a head gang holds.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use muster_api::gang::SlotPlacement;
 
 use super::demand::{Constraints, Exclusive, GangDemand, Operator, PodSetDemand, Requirement, SelectorTerm};
-use super::model::{ClusterModel, Domain};
+use super::model::{ClusterModel, Domain, ModelError};
 use super::nodeset::{NodeId, NodeSet};
 use super::{GangKey, Resources};
 
@@ -76,12 +76,54 @@ pub struct NoFit {
     pub job_index: u32,
 }
 
-/// Places `gang` on the current free room of `model`.
+/// Places `gang` on the current free room of `model`, outside the domains other gangs' exclusive Jobs took.
 pub fn place(model: &ClusterModel, gang: &GangDemand, restrict: Restrict<'_>) -> Result<Placement, NoFit> {
     if let Some(no) = cannot_fit_now(model, gang) {
         return Err(no);
     }
-    place_with(&Current(model), gang, restrict)
+    let claimed = model.claimed_by_others(&gang.key);
+    if claimed.is_empty() {
+        return place_with(&Current(model), gang, restrict);
+    }
+    let mut excluded = restrict.excluded.cloned().unwrap_or_default();
+    for (_, _, members) in &claimed {
+        excluded.union_with(members);
+    }
+    place_with(&Current(model), gang, Restrict { excluded: Some(&excluded), ..restrict })
+}
+
+/// A placement names a pod set the gang does not have (a stored placement of an older spec).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    #[error("the placement names pod set {0}, which the gang does not have")]
+    UnknownPodSet(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Reserves `slots` (a fresh placement, or one recorded in `Gang.status`) for `gang`: the room per node, and the
+/// domains its exclusive Jobs take, which other gangs' pods may not enter. Nothing changes on error.
+pub fn reserve_slots(model: &mut ClusterModel, gang: &GangDemand, slots: &[SlotPlacement]) -> Result<(), ReserveError> {
+    let per_node = per_node_of(gang, slots).map_err(ReserveError::UnknownPodSet)?;
+    model.reserve(&gang.key, &per_node)?;
+    let claims = exclusive_claims(model, gang, slots);
+    model.claim_domains(&gang.key, claims);
+    Ok(())
+}
+
+/// The domains (topology key, value) that the exclusive Jobs of `gang` take with `slots`: the value of the key on
+/// each of their nodes. (The node-selector strategy needs none: its nodes are tainted for the Job.)
+fn exclusive_claims(model: &ClusterModel, gang: &GangDemand, slots: &[SlotPlacement]) -> BTreeSet<(String, String)> {
+    let mut claims = BTreeSet::new();
+    for slot in slots {
+        let Some(ps) = gang.pod_sets.iter().find(|p| p.name == slot.pod_set) else { continue };
+        let Some(Exclusive::Domain(key)) = &ps.exclusive else { continue };
+        let labels = model.slot_by_name(&slot.node).and_then(|s| s.node.as_ref()).map(|n| &n.labels);
+        if let Some(value) = labels.and_then(|l| l.get(&**key)) {
+            claims.insert(((**key).to_owned(), value.clone()));
+        }
+    }
+    claims
 }
 
 /// A cheap necessary condition from the free-GPU buckets alone (no eligibility, no CPU): most gangs that do not
@@ -915,6 +957,43 @@ mod tests {
         let worker_racks: Vec<String> = (0..2).map(|j| rack_of(&nodes_of(&p, "w", j)[0])).collect();
         let driver = nodes_of(&p, "driver", 0);
         assert!(!worker_racks.contains(&rack_of(&driver[0])), "driver {driver:?} in a worker rack {worker_racks:?}");
+    }
+
+    #[test]
+    fn domains_taken_exclusively_are_closed_to_every_other_gang() {
+        use crate::gang::explain::{Basis, explain};
+        let mut m = model(&[]);
+        racks(&mut m, &[("r1", &["r1a"]), ("r2", &["r2a", "r2b"])]);
+        // ml/ex's one exclusive Job takes r1 with 4 GPUs on r1a; 4 GPUs stay free there.
+        let ex = exclusive(gang("ml/ex", &[("w", 1, 1, 4)]), 0, "rack");
+        let p = place(&m, &ex, Restrict::default()).expect("fits");
+        reserve_slots(&mut m, &ex, &p.slots).expect("reserve");
+        let rack = nodes_of(&p, "w", 0)[0].clone();
+        assert_eq!(rack_of(&rack), "r1", "the smallest rack that holds it");
+        // A plain gang fits r1a best, but the scheduler would refuse its pods there: r2 it is.
+        let plain = gang("ml/plain", &[("w", 1, 1, 4)]);
+        let p = place(&m, &plain, Restrict::default()).expect("fits r2");
+        assert_eq!(nodes_of(&p, "w", 0), vec!["r2a"]);
+        // 20 GPUs: r2's 16 and r1a's 4. No fit, and the explanation names who took r1.
+        let big = gang("ml/big", &[("w", 1, 5, 4)]);
+        assert!(place(&m, &big, Restrict::default()).is_err());
+        let why = explain(&m, &big, Basis::Now, &[]);
+        assert!(why.message.contains("; 1 node in rack=r1, taken exclusively by ml/ex"), "{}", why.message);
+        // The claim goes with the reservation; a recorded placement claims the same on reserving.
+        assert!(m.release(&ex.key));
+        assert!(place(&m, &big, Restrict::default()).is_ok());
+        reserve_slots(&mut m, &ex, &[SlotPlacement { pod_set: "w".into(), job_index: 0, pod_index: 0, node: rack }])
+            .expect("reserve");
+        assert!(place(&m, &big, Restrict::default()).is_err());
+        assert_eq!(
+            reserve_slots(
+                &mut m,
+                &plain,
+                &[SlotPlacement { pod_set: "x".into(), job_index: 0, pod_index: 0, node: "r2a".into() }]
+            ),
+            Err(ReserveError::UnknownPodSet("x".into()))
+        );
+        assert!(m.reservation(&plain.key).is_none(), "nothing reserved on error");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use super::demand::{GangDemand, GangShape};
 use super::explain::{Basis, Explanation, explain, never_fits};
 use super::model::ClusterModel;
 use super::nodeset::NodeSet;
-use super::placement::{EmptyBasis, EmptyOrder, Placement, Restrict, place, place_on_empty};
+use super::placement::{EmptyBasis, EmptyOrder, Placement, Restrict, place, place_on_empty, reserve_slots};
 
 /// Kueue's `waitForPodsReady`, per queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -425,7 +425,7 @@ impl Queues {
                 let placed =
                     if failed.contains(&entry.shape) { None } else { place(model, &entry.demand, restrict).ok() };
                 if let Some(placement) = placed
-                    && model.reserve(&key, &placement.per_node).is_ok()
+                    && reserve_slots(model, &entry.demand, &placement.slots).is_ok()
                 {
                     report.attempts.push(Attempt { key: key.clone(), queue: name.clone(), outcome: Outcome::Admitted });
                     *in_use.entry(name.clone()).or_default() += entry.demand.total_gpus();

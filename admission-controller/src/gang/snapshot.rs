@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use muster_api::gang::{Gang, GangPhase};
+use muster_api::gang::{Gang, GangPhase, SlotPlacement};
 use muster_api::gpunode::GPUNode;
 
+use super::GangKey;
 use super::demand::GangDemand;
 use super::model::{ClusterModel, GpuReport, ModelConfig};
 use super::objects;
-use super::placement::per_node_of;
-use super::{GangKey, Resources};
+use super::placement::{per_node_of, reserve_slots};
 
 /// The objects a model is built from, as listed. Pods may be all pods or only the bound, non-terminated ones
 /// (field selector `spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed`): the others hold nothing and are
@@ -41,12 +41,9 @@ pub enum SnapshotIssue {
     NoPlacement(GangKey),
 }
 
-/// A gang and what it holds per node.
-pub type Reservation = (GangKey, BTreeMap<String, Resources>);
-
-/// What an Admitted or Running gang reserves per node, from its recorded `status.placement`; `Ok(None)` for gangs in
-/// any other phase (or without name or namespace), which reserve nothing.
-pub fn recorded_reservation(gang: &Gang) -> Result<Option<Reservation>, SnapshotIssue> {
+/// What an Admitted or Running gang reserves: its demand and recorded `status.placement` (every slot of a pod set
+/// the demand has); `Ok(None)` for gangs in any other phase (or without name or namespace), which reserve nothing.
+pub fn recorded_reservation(gang: &Gang) -> Result<Option<(GangDemand, &[SlotPlacement])>, SnapshotIssue> {
     let (Some(name), Some(namespace)) = (gang.metadata.name.as_deref(), gang.metadata.namespace.as_deref()) else {
         return Ok(None);
     };
@@ -63,9 +60,8 @@ pub fn recorded_reservation(gang: &Gang) -> Result<Option<Reservation>, Snapshot
         phase: status.phase,
         reason: e.to_string(),
     })?;
-    let per_node = per_node_of(&demand, &status.placement)
-        .map_err(|pod_set| SnapshotIssue::UnknownPodSet { gang: key.clone(), pod_set })?;
-    Ok(Some((key, per_node)))
+    per_node_of(&demand, &status.placement).map_err(|pod_set| SnapshotIssue::UnknownPodSet { gang: key, pod_set })?;
+    Ok(Some((demand, &status.placement)))
 }
 
 /// Nodes held for the heads of queues, as their Gangs' statuses publish them: node name → the gang it is held for.
@@ -116,8 +112,8 @@ pub fn build_model(
     for gang in snapshot.gangs {
         match recorded_reservation(gang) {
             // Keys are unique in a list, so a reservation is never refused as a duplicate.
-            Ok(Some((key, per_node))) => {
-                let _ = model.reserve(&key, &per_node);
+            Ok(Some((demand, slots))) => {
+                let _ = reserve_slots(&mut model, &demand, slots);
             }
             Ok(None) => {}
             Err(issue) => issues.push(issue),

@@ -519,6 +519,7 @@ mod tests {
                             xid: Some(79),
                             selector: None,
                             taint: None,
+                            domain: None,
                             nodes: 1,
                             gpus: 1,
                             examples: vec!["gpu-1: 1 GPU unhealthy (XID 79)".into()],

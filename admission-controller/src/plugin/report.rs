@@ -277,6 +277,9 @@ pub struct CauseView {
     pub selector: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub taint: Option<String>,
+    /// `key=value` of a domain another gang's exclusive Job took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     pub nodes: u32,
     pub gpus: u64,
     pub examples: Vec<String>,
@@ -315,12 +318,17 @@ impl From<&Explanation> for ExplanationView {
                 xid: None,
                 selector: None,
                 taint: None,
+                domain: None,
                 nodes: c.nodes,
                 gpus: c.gpus,
                 examples: c.examples.clone(),
             };
             match &c.cause {
                 Cause::HeldForHead { gang } | Cause::ReservedFor { gang } => view.gang = Some(gang.to_string()),
+                Cause::ExclusiveDomain { gang, domain } => {
+                    view.gang = Some(gang.to_string());
+                    view.domain = Some(domain.clone());
+                }
                 Cause::UnhealthyGpus { xid } => view.xid = *xid,
                 Cause::NodeSelector { selector } => view.selector = Some(selector.clone()),
                 Cause::Taint { taint } => view.taint = Some(taint.clone()),
