@@ -10,6 +10,7 @@ use std::time::Duration;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use muster_leader::LeaseSpec;
 use prometheus_client::registry::Registry;
 
 use crate::admission::config::QueuesConfigError;
@@ -212,8 +213,8 @@ pub enum RunError {
     Health(#[source] std::io::Error),
     #[error("metrics server: {0}")]
     Metrics(#[source] std::io::Error),
-    #[error("leader election: {0}")]
-    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    #[error(transparent)]
+    LeaderElection(#[from] muster_leader::LeaderError),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
     #[error("lost the leader-election lease")]
@@ -340,31 +341,15 @@ async fn lead_and_admit(
     if !args.leader_elect {
         return Ok(admission::run(client, settings, metrics, synced, std::future::pending()).await?);
     }
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("muster-admission-{}", std::process::id()));
-    let duration = args.lease_duration_seconds.max(1);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.leader_election_id)
-        .with_namespace(&args.namespace)
-        .with_identity(identity)
-        .with_duration(duration)
-        .with_grace(duration.div_ceil(3))
-        .build()
-        .await?;
-    let (mut leading, _task) = manager.watch().await;
-    tracing::info!(lease = %args.leader_election_id, "waiting for the leader-election lease");
-    while !*leading.borrow_and_update() {
-        if leading.changed().await.is_err() {
-            return Ok(());
-        }
-    }
-    tracing::info!("leading: admitting gangs");
-    let lost = async move {
-        while *leading.borrow_and_update() {
-            if leading.changed().await.is_err() {
-                break;
-            }
-        }
-        tracing::error!("lost the leader-election lease; stopping");
+    let lease = LeaseSpec {
+        name: args.leader_election_id.clone(),
+        namespace: args.namespace.clone(),
+        identity: LeaseSpec::identity_for("muster-admission"),
+        duration: Duration::from_secs(args.lease_duration_seconds),
     };
+    let leadership = muster_leader::acquire(client.clone(), &lease).await?;
+    tracing::info!("leading: admitting gangs");
+    let lost = leadership.lost();
     admission::run(client, settings, metrics, synced, lost).await?;
     Err(RunError::LeaseLost)
 }

@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
+use muster_leader::LeaseSpec;
 use prometheus_client::registry::Registry;
 
 use crate::config::Configuration;
@@ -146,26 +147,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Ready means "serving": a standby replica waiting for the Lease is ready too, or a rolling update of a
     // two-replica Deployment would never finish.
     ready.store(true, Ordering::Relaxed);
-    let mut lost_lease = None;
+    let mut leadership = None;
     if leader_elect {
-        let name = config.leader_election.resource_name.clone().unwrap_or_else(|| DEFAULT_LEASE_NAME.into());
-        let identity =
-            std::env::var("POD_NAME").unwrap_or_else(|_| format!("muster-reconciler-{}", std::process::id()));
-        let duration = config.lease_duration()?.as_secs().max(1);
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), name)
-            .with_namespace(lease_namespace)
-            .with_identity(identity)
-            .with_duration(duration)
-            .with_grace(duration.div_ceil(3))
-            .build()
-            .await?;
-        let (mut leading, _task) = manager.watch().await;
-        tracing::info!("waiting for the leader-election lease");
-        while !*leading.borrow_and_update() {
-            leading.changed().await?;
-        }
-        tracing::info!("leading");
-        lost_lease = Some(leading);
+        let lease = LeaseSpec {
+            name: config.leader_election.resource_name.clone().unwrap_or_else(|| DEFAULT_LEASE_NAME.into()),
+            namespace: lease_namespace,
+            identity: LeaseSpec::identity_for("muster-reconciler"),
+            duration: config.lease_duration()?,
+        };
+        leadership = Some(muster_leader::acquire(client.clone(), &lease).await?);
     }
 
     // Fail-stop when the lease is lost, as kube-controller-manager does: the pod restarts and competes again.
@@ -178,17 +168,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         };
-        match lost_lease {
-            Some(mut leading) => {
-                let lost = async {
-                    while *leading.borrow_and_update() {
-                        if leading.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { () = signal => {}, () = lost => tracing::error!("lost the leader-election lease") }
-            }
+        match leadership {
+            Some(leadership) => tokio::select! { () = signal => {}, () = leadership.lost() => {} },
             None => signal.await,
         }
     };

@@ -58,6 +58,19 @@ fn settings() -> Settings {
     }
 }
 
+/// Publishes every node's GPUs and starts the reconciler and admission in-process; they stop when dropped.
+async fn start_muster(ns: &TestNamespace<'_>) -> (InProcessReconciler, InProcessAdmission) {
+    let client = ns.client();
+    for rack in RACKS {
+        for i in 0..2 {
+            publish_gpu_node(&client, &format!("{rack}-{i}"), 8, &[]).await.expect("GPUNode");
+        }
+    }
+    let reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
+    let admission = InProcessAdmission::start(client, settings()).await.expect("admission");
+    (reconciler, admission)
+}
+
 /// `jobs` Indexed Jobs of two 8-GPU pods each (a whole rack), one rack per Job; pods run for an hour.
 fn jobset(name: &str, jobs: u32) -> JobSet {
     gpu_jobset(name, jobs, 2, true)
@@ -102,14 +115,7 @@ fn racks_per_job(status: &GangStatus) -> BTreeMap<i32, BTreeSet<String>> {
 async fn exclusive_jobs_get_a_rack_each_run_and_a_gang_wanting_more_racks_waits_or_is_inadmissible() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("gang-exclusive").await.expect("namespace");
-    let client = ns.client();
-    for rack in RACKS {
-        for i in 0..2 {
-            publish_gpu_node(&client, &format!("{rack}-{i}"), 8, &[]).await.expect("GPUNode");
-        }
-    }
-    let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
-    let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
+    let _muster = start_muster(&ns).await;
     let pp = PostParams::default();
 
     // Two Jobs of a whole rack each: admitted with a rack per Job, and every pod runs under the pod webhooks'
@@ -172,14 +178,7 @@ async fn exclusive_jobs_get_a_rack_each_run_and_a_gang_wanting_more_racks_waits_
 async fn a_rack_taken_by_an_exclusive_job_is_closed_to_other_gangs() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("gang-exclusive-closed").await.expect("namespace");
-    let client = ns.client();
-    for rack in RACKS {
-        for i in 0..2 {
-            publish_gpu_node(&client, &format!("{rack}-{i}"), 8, &[]).await.expect("GPUNode");
-        }
-    }
-    let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
-    let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
+    let _muster = start_muster(&ns).await;
     let pp = PostParams::default();
     let admitted = |name: &'static str| {
         let ns = &ns;
