@@ -286,6 +286,24 @@ impl Shell {
                     }
                 }
             }
+            Action::UpdateGangSpec { key, spec } => {
+                let Some((ns, name)) = key.as_str().split_once('/') else { return false };
+                let api: Api<Gang> = Api::namespaced(self.client.clone(), ns);
+                // A merge patch replaces lists whole, and every top-level field of the spec is always present.
+                let body = json!({"spec": spec});
+                match api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await {
+                    Ok(_) => {
+                        tracing::info!(gang = %key, "Gang spec follows its JobSet's demand");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(gang = %key, error = %e, "writing the Gang spec failed");
+                        self.metrics.error("write_spec");
+                        self.admission.gang_spec_write_failed(key);
+                        false
+                    }
+                }
+            }
             Action::SetSuspend { key, suspend } => {
                 let Some((ns, name)) = key.as_str().split_once('/') else { return false };
                 let api: Api<JobSet> = Api::namespaced(self.client.clone(), ns);

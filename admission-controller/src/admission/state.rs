@@ -53,8 +53,20 @@ impl Default for Settings {
 #[derive(Clone, Debug)]
 pub enum Action {
     CreateGang(Box<Gang>),
-    WriteStatus { key: GangKey, status: Box<GangStatus> },
-    SetSuspend { key: GangKey, suspend: bool },
+    /// The JobSet's demand changed while the gang waits (upstream lets a suspended JobSet's pod templates change
+    /// their nodeSelector, tolerations, labels and annotations): the Gang's spec follows.
+    UpdateGangSpec {
+        key: GangKey,
+        spec: Box<GangSpec>,
+    },
+    WriteStatus {
+        key: GangKey,
+        status: Box<GangStatus>,
+    },
+    SetSuspend {
+        key: GangKey,
+        suspend: bool,
+    },
 }
 
 /// What a tick did, for metrics.
@@ -123,6 +135,9 @@ struct JobSetView {
 #[derive(Clone, Debug)]
 struct Tracked {
     queue: String,
+    /// The Gang's spec as last seen, and one written since that was not seen yet.
+    spec: GangSpec,
+    spec_sent: Option<GangSpec>,
     demand: Result<GangDemand, String>,
     stored: GangStatus,
     desired: GangStatus,
@@ -241,6 +256,10 @@ impl Admission {
         self.creating.remove(&key);
         let demand = GangDemand::from_spec(key.clone(), &gang.spec).map_err(|e| e.to_string());
         if let Some(t) = self.gangs.get_mut(&key) {
+            if t.spec_sent.as_ref() == Some(&gang.spec) {
+                t.spec_sent = None;
+            }
+            t.spec.clone_from(&gang.spec);
             // Status: ours is the truth after first sight. The spec is the JobSet's; re-queue with the new demand.
             if t.demand != demand {
                 if let Ok(d) = &demand
@@ -255,6 +274,8 @@ impl Admission {
         let stored = gang.status.clone().unwrap_or_default();
         let mut tracked = Tracked {
             queue: gang.spec.queue.clone(),
+            spec: gang.spec.clone(),
+            spec_sent: None,
             demand,
             desired: stored.clone(),
             stored,
@@ -275,6 +296,8 @@ impl Admission {
                 }
             }
             (GangPhase::Finished, _) | (_, Err(_)) => {}
+            // Given up after its requeuing limit: it stays so across restarts.
+            (GangPhase::Inadmissible, Ok(_)) if self.deactivated(&tracked) => {}
             (GangPhase::Pending | GangPhase::Requeued | GangPhase::Inadmissible, Ok(demand)) => {
                 let arrival = tracked
                     .stored
@@ -376,6 +399,20 @@ impl Admission {
         }
     }
 
+    /// Writing a Gang's spec failed: it is written again next tick.
+    pub fn gang_spec_write_failed(&mut self, key: &GangKey) {
+        if let Some(t) = self.gangs.get_mut(key) {
+            t.spec_sent = None;
+        }
+    }
+
+    /// Whether the gang was given up after its queue's requeuing limit (see [`on_pods_ready_timeout`]).
+    fn deactivated(&self, t: &Tracked) -> bool {
+        let limit = self.queues.config(&t.queue).pods_ready.requeuing_limit;
+        let requeues = u32::try_from(t.stored.requeue_count).unwrap_or(0);
+        t.stored.phase == GangPhase::Inadmissible && limit.is_some_and(|limit| requeues > limit)
+    }
+
     pub fn suspend_set(&mut self, key: &GangKey, suspend: bool) {
         if let Some(js) = self.jobsets.get_mut(key) {
             js.suspended = suspend;
@@ -390,6 +427,7 @@ impl Admission {
         self.model.set_time(now);
         let mut report = TickReport::default();
         self.create_missing_gangs(&mut report);
+        self.follow_jobset_specs(now, &mut report);
         self.follow_lifecycle(now, &mut report);
         // Ahead of the queue: an admitted gang whose reserved GPU died gets new nodes before anyone else does.
         self.replace_unhealthy(&mut report);
@@ -463,6 +501,60 @@ impl Admission {
             };
             self.creating.insert(key.clone());
             report.actions.push(Action::CreateGang(Box::new(gang)));
+        }
+    }
+
+    /// Waiting gangs follow their JobSet's demand. A changed one is taken at once (so no pass admits the gang with
+    /// the old one) and the Gang's spec is rewritten to match; one that cannot be read takes the gang out of its
+    /// queue (`follow_lifecycle` says why), and one readable again puts it back. So every waiting gang with a
+    /// readable demand is in its queue, except one given up after its requeuing limit. Admitted and running gangs
+    /// keep the demand they were placed with.
+    fn follow_jobset_specs(&mut self, now: SystemTime, report: &mut TickReport) {
+        let mut keys: Vec<GangKey> = Vec::new();
+        for (key, t) in &self.gangs {
+            let waiting = matches!(t.desired.phase, GangPhase::Pending | GangPhase::Requeued | GangPhase::Inadmissible);
+            let Some(js) = self.jobsets.get(key).filter(|_| waiting && !self.deactivated(t)) else { continue };
+            let queued = self.queues.get(key).is_some();
+            let due = match &js.spec {
+                Err(_) => queued,
+                Ok(spec) => *spec != t.spec || (!queued && t.demand.is_ok()) || t.demand.is_err(),
+            };
+            if due {
+                keys.push(key.clone());
+            }
+        }
+        keys.sort();
+        for key in keys {
+            let (Some(js), Some(t)) = (self.jobsets.get(&key), self.gangs.get_mut(&key)) else { continue };
+            let Ok(spec) = &js.spec else {
+                self.queues.remove(&key);
+                continue;
+            };
+            if *spec != t.spec && t.spec_sent.as_ref() != Some(spec) {
+                t.spec_sent = Some(spec.clone());
+                report.actions.push(Action::UpdateGangSpec { key: key.clone(), spec: Box::new(spec.clone()) });
+            }
+            let demand = GangDemand::from_spec(key.clone(), spec).map_err(|e| e.to_string());
+            let changed = t.demand != demand;
+            if changed {
+                t.demand = demand;
+                t.queue.clone_from(&spec.queue);
+                t.explained_at = None;
+            }
+            match &t.demand {
+                Err(_) => {
+                    self.queues.remove(&key);
+                }
+                Ok(d) if changed || self.queues.get(&key).is_none() => {
+                    if t.desired.phase == GangPhase::Inadmissible {
+                        t.desired.phase = GangPhase::Pending;
+                    }
+                    let arrival = t.desired.queued_at.as_ref().map_or(now, system_time);
+                    t.desired.queued_at = Some(time(arrival));
+                    self.queues.enqueue(d.clone(), arrival);
+                }
+                Ok(_) => {}
+            }
         }
     }
 
@@ -819,8 +911,29 @@ mod tests {
             match action {
                 Action::WriteStatus { key, status } => a.status_written(key, status),
                 Action::SetSuspend { key, suspend } => a.suspend_set(key, *suspend),
-                Action::CreateGang(_) => {}
+                Action::CreateGang(_) | Action::UpdateGangSpec { .. } => {}
             }
+        }
+    }
+
+    /// The Gang specs a tick rewrites.
+    fn spec_writes(report: &TickReport) -> Vec<(String, GangSpec)> {
+        report
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::UpdateGangSpec { key, spec } => Some((key.to_string(), (**spec).clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A Gang as the API server returns it: `spec` for the JobSet `name` in `ml`, with `status`.
+    fn gang_object(name: &str, spec: GangSpec, status: Option<GangStatus>) -> Gang {
+        Gang {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ml".into()), ..ObjectMeta::default() },
+            spec,
+            status,
         }
     }
 
@@ -1094,5 +1207,75 @@ mod tests {
         store_all(&mut a, &r);
         let huge = a.stored(&GangKey::new("ml", "huge")).expect("huge");
         assert!(huge.reason.as_deref().is_some_and(|r| !r.is_empty()), "{huge:?}");
+    }
+
+    #[test]
+    fn a_waiting_gang_follows_its_suspended_jobsets_new_node_selector() {
+        let mut a = admission(2, &[jobset("first", 8, 2, json!({}))]);
+        // Before any pass, the user (or Kueue-style tooling) points the suspended JobSet at nodes that do not exist.
+        let mut moved = jobset("first", 8, 2, json!({}));
+        let pod =
+            moved.spec.replicated_jobs[0].template.spec.as_mut().expect("job").template.spec.as_mut().expect("pod");
+        pod.node_selector = Some(BTreeMap::from([("pool".to_owned(), "a100".to_owned())]));
+        a.jobset_applied(&moved);
+        let r = a.tick(at(2));
+        let specs = spec_writes(&r);
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].1.pod_sets[0].node_selector.get("pool").map(String::as_str), Some("a100"));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Inadmissible)], "not admitted on the old demand");
+        store_all(&mut a, &r);
+        // Written once, however many ticks pass before the watch shows it; then it is what the Gang says.
+        assert!(spec_writes(&a.tick(at(3))).is_empty());
+        let status = a.stored(&GangKey::new("ml", "first")).cloned();
+        a.gang_applied(&gang_object("first", specs[0].1.clone(), status.clone()), at(4));
+        assert!(spec_writes(&a.tick(at(4))).is_empty());
+        // Back to any node: the Gang's spec follows again and the gang is admitted.
+        a.jobset_applied(&jobset("first", 8, 2, json!({})));
+        let r = a.tick(at(5));
+        assert_eq!(spec_writes(&r).len(), 1);
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Admitted)]);
+    }
+
+    #[test]
+    fn an_unreadable_jobset_is_never_admitted_and_is_queued_once_it_is_fixed() {
+        let mut bad = jobset("bad", 8, 1, json!({}));
+        bad.metadata.labels = Some(BTreeMap::from([(keys::GANG_PRIORITY.to_owned(), "high".to_owned())]));
+        let mut a = admission(1, std::slice::from_ref(&bad));
+        let r = a.tick(at(2));
+        assert_eq!(writes(&r), [("ml/bad".into(), GangPhase::Inadmissible)]);
+        assert!(suspends(&r).is_empty());
+        store_all(&mut a, &r);
+        let r = a.tick(at(3));
+        assert!(!writes(&r).iter().any(|(_, p)| *p == GangPhase::Admitted), "{:?}", writes(&r));
+        let reason = a.stored(&GangKey::new("ml", "bad")).and_then(|s| s.reason.clone()).unwrap_or_default();
+        assert!(reason.contains("\"high\" is not an integer"), "{reason}");
+        // Fixed: the Gang gets the real demand, and the gang is admitted.
+        bad.metadata.labels = Some(BTreeMap::from([(keys::GANG_PRIORITY.to_owned(), "5".to_owned())]));
+        a.jobset_applied(&bad);
+        let r = a.tick(at(4));
+        assert_eq!(spec_writes(&r).iter().map(|(_, s)| s.priority).collect::<Vec<_>>(), [5]);
+        assert_eq!(writes(&r), [("ml/bad".into(), GangPhase::Admitted)]);
+    }
+
+    #[test]
+    fn a_gang_given_up_after_its_requeuing_limit_stays_given_up_across_a_restart() {
+        let mut settings = Settings::default();
+        settings.default_queue.pods_ready.requeuing_limit = Some(1);
+        let mut a = Admission::new(settings);
+        let (n, g) = node("gpu-0");
+        a.node_applied(&n);
+        a.gpunode_applied(&g);
+        let js = jobset("tired", 8, 1, json!({}));
+        a.jobset_applied(&js);
+        let spec = objects::gang_spec(&js, |_| None).expect("spec");
+        let given_up = GangStatus { phase: GangPhase::Inadmissible, requeue_count: 2, ..GangStatus::default() };
+        a.gang_applied(&gang_object("tired", spec.clone(), Some(given_up)), at(1));
+        let r = a.tick(at(2));
+        assert!(writes(&r).is_empty() && suspends(&r).is_empty(), "{:?}", r.actions);
+        // One requeue (within the limit) is queued again as usual.
+        let requeued = GangStatus { phase: GangPhase::Requeued, requeue_count: 1, ..GangStatus::default() };
+        a.gang_applied(&gang_object("tired2", spec, Some(requeued)), at(1));
+        a.jobset_applied(&jobset("tired2", 8, 1, json!({})));
+        assert_eq!(writes(&a.tick(at(3))), [("ml/tired2".into(), GangPhase::Admitted)]);
     }
 }
