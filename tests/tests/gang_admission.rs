@@ -380,6 +380,45 @@ async fn a_gang_bigger_than_the_cluster_is_inadmissible_and_does_not_block_small
 }
 
 #[tokio::test]
+async fn a_suspended_jobsets_new_node_selector_reaches_its_gang_and_it_is_admitted() {
+    let cluster = CLUSTER.lock().await;
+    let ns = cluster.namespace("gang-follows").await.expect("namespace");
+    let client = ns.client();
+    fleet(&client, &[]).await;
+    let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
+    let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
+    let selector = |js: &mut JobSet, pool: Option<&str>| {
+        let job = js.spec.replicated_jobs[0].template.spec.as_mut().expect("job spec");
+        let pod = job.template.spec.as_mut().expect("pod spec");
+        pod.node_selector = pool.map(|p| BTreeMap::from([("example.com/pool".to_owned(), p.to_owned())]));
+    };
+    let mut picky = gang_jobset("picky", 1, "1s", json!({}), json!({}));
+    selector(&mut picky, Some("a100"));
+    ns.api::<JobSet>().create(&PostParams::default(), &picky).await.expect("picky");
+    let waiting = eventually("picky inadmissible", WAIT, || gang_in(&ns, "picky", &[GangPhase::Inadmissible]))
+        .await
+        .expect("no node has the pool");
+    assert!(waiting.reason.unwrap_or_default().contains("example.com/pool=a100"));
+    // Upstream lets a suspended JobSet's nodeSelector change (as Kueue does); the Gang follows, and it runs.
+    let mut js = ns.api::<JobSet>().get("picky").await.expect("picky");
+    assert!(js.suspended());
+    selector(&mut js, None);
+    ns.api::<JobSet>().replace("picky", &PostParams::default(), &js).await.expect("nodeSelector dropped");
+    let gang = eventually("the Gang's spec follows", WAIT, || async {
+        let gang = ns.api::<Gang>().get("picky").await.map_err(|e| e.to_string())?;
+        let ps = &gang.spec.pod_sets[0];
+        if ps.node_selector.is_empty() { Ok(gang) } else { Err(format!("nodeSelector {:?}", ps.node_selector)) }
+    })
+    .await
+    .expect("Gang spec rewritten");
+    assert_eq!(gang.spec.pod_sets[0].gpus_per_pod, 8);
+    eventually("picky completed", WAIT, || jobset_condition(&ns, "picky", keys::CONDITION_COMPLETED))
+        .await
+        .expect("admitted on the new demand and ran");
+    ns.delete(WAIT).await.expect("cleanup");
+}
+
+#[tokio::test]
 async fn an_admitted_gang_moves_only_the_slots_whose_gpu_died() {
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("gang-replace").await.expect("namespace");
