@@ -31,7 +31,7 @@ pub async fn run(
 ) {
     let shutdown = shutdown.shared();
     futures::join!(
-        controller::run(client.clone(), metrics, gates, shutdown.clone()),
-        pod_controller::run(client, shutdown)
+        controller::run(client.clone(), metrics.clone(), gates, shutdown.clone()),
+        pod_controller::run(client, metrics, shutdown)
     );
 }

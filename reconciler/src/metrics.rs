@@ -1,5 +1,5 @@
 //! Prometheus metrics: upstream's `jobset_failed_total` / `jobset_completed_total` under their exact names, and
-//! our reconcile latency and errors under `muster_reconciler_*`.
+//! our reconcile latency and errors, and the `pod` controller's evictions and errors, under `muster_reconciler_*`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_seconds: Histogram,
+    /// Followers the `pod` controller deleted for running outside their leader's topology domain.
+    pub exclusive_evictions: Counter,
+    pub pod_reconcile_errors: Family<ErrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -37,6 +40,8 @@ impl Metrics {
             reconcile_errors: Family::default(),
             // 1 ms .. ~16 s
             reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            exclusive_evictions: Counter::default(),
+            pod_reconcile_errors: Family::default(),
         };
         // The encoder appends `_total` to counters.
         registry.register("jobset_failed", "JobSets that reached the Failed condition", metrics.failed.clone());
@@ -53,6 +58,16 @@ impl Metrics {
             metrics.reconcile_errors.clone(),
         );
         ours.register("reconcile_duration_seconds", "Time to reconcile one JobSet", metrics.reconcile_seconds.clone());
+        ours.register(
+            "exclusive_placement_evictions",
+            "Follower pods deleted for running outside their leader's exclusive topology domain",
+            metrics.exclusive_evictions.clone(),
+        );
+        ours.register(
+            "pod_reconcile_errors",
+            "Failed exclusive-placement checks of leader pods by error category",
+            metrics.pod_reconcile_errors.clone(),
+        );
         metrics
     }
 }

@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use muster_api::keys;
 
 use crate::exclusive::{self, Verdict};
+use crate::metrics::{ErrorLabels, Metrics};
 
 /// Upstream deletes at most this many followers at once.
 const MAX_PARALLEL_WRITES: usize = 50;
@@ -37,13 +38,25 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// For `muster_reconciler_pod_reconcile_errors_total{category}`: the API call that failed, or
+    /// `leader_domain` when the leader's node or its topology label cannot be read yet.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::LeaderDomain(_) => "leader_domain",
+            Error::Kube { action, .. } => action,
+        }
+    }
+}
+
 struct Context {
     client: Client,
     pods: Store<Pod>,
+    metrics: Metrics,
 }
 
 /// Runs the controller until `shutdown` resolves.
-pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(client: Client, metrics: Metrics, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (pods, writer) = reflector::store::<Pod>();
     // Only exclusively placed pods are kept: the store is what a leader's followers are looked up in.
     let watch = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(keys::JOBSET_NAME))
@@ -53,7 +66,7 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
         .reflect(writer)
         .applied_objects()
         .try_filter(|pod| future::ready(exclusive::leader_node(pod).is_some()));
-    let ctx = Arc::new(Context { client, pods: pods.clone() });
+    let ctx = Arc::new(Context { client, pods: pods.clone(), metrics });
     Controller::for_stream(watch, pods)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -75,8 +88,9 @@ fn kept(event: &watcher::Event<Pod>) -> bool {
     }
 }
 
-fn error_policy(pod: Arc<Pod>, err: &Error, _ctx: Arc<Context>) -> Requeue {
+fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(pod = %pod.name_any(), namespace = ?pod.namespace(), error = %err, "exclusive placement check failed");
+    ctx.metrics.pod_reconcile_errors.get_or_create(&ErrorLabels { category: err.category().into() }).inc();
     Requeue::requeue(RETRY)
 }
 
@@ -113,7 +127,12 @@ async fn reconcile(leader: Arc<Pod>, ctx: Arc<Context>) -> Result<Requeue, Error
                 .collect();
             futures::stream::iter(work.into_iter().map(|(name, needs_condition)| {
                 let api = api.clone();
-                async move { evict(&api, &name, needs_condition).await }
+                let evictions = ctx.metrics.exclusive_evictions.clone();
+                async move {
+                    evict(&api, &name, needs_condition).await?;
+                    evictions.inc();
+                    Ok::<(), Error>(())
+                }
             }))
             .buffer_unordered(MAX_PARALLEL_WRITES)
             .try_collect::<Vec<()>>()

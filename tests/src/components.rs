@@ -62,6 +62,11 @@ impl InProcessReconciler {
         self.metrics.failed.get_or_create(&labels(namespace, name)).get()
     }
 
+    /// `muster_reconciler_exclusive_placement_evictions_total`.
+    pub fn exclusive_evictions(&self) -> u64 {
+        self.metrics.exclusive_evictions.get()
+    }
+
     /// `muster_reconciler_reconcile_errors_total{category}`.
     pub fn reconcile_errors(&self, category: &str) -> u64 {
         self.metrics.reconcile_errors.get_or_create(&ErrorLabels { category: category.into() }).get()

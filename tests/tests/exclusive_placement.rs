@@ -250,7 +250,7 @@ async fn followers_left_behind_by_a_moved_leader_are_marked_and_deleted() {
     let client = cluster.client().expect("client");
     let ns = cluster.namespace("repair").await.expect("namespace");
     let _webhooks = webhooks(&client, &ns).await;
-    let _reconciler = reconciler(&cluster, &client).await;
+    let reconciler = reconciler(&cluster, &client).await;
 
     // Every pod that ever carried the repair's condition, seen by a watch (the pods themselves are gone at once).
     let marked: Arc<Mutex<BTreeMap<String, (String, String)>>> = Arc::default();
@@ -329,5 +329,6 @@ async fn followers_left_behind_by_a_moved_leader_are_marked_and_deleted() {
         "the stuck follower carried the condition before it was deleted: {marked:?}"
     );
     assert_eq!(marked.len(), 1, "only the stuck follower was repaired: {marked:?}");
+    assert_eq!(reconciler.exclusive_evictions(), 1, "muster_reconciler_exclusive_placement_evictions_total");
     watch.abort();
 }
