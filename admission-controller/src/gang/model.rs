@@ -553,8 +553,15 @@ impl ClusterModel {
     /// scopes that to pods of the same `jobset.sigs.k8s.io/priority`; admission does not, so it never admits a
     /// gang the scheduler would refuse, at the cost of a gang of another priority waiting for such a domain.
     pub fn claimed_by_others(&self, gang: &GangKey) -> Vec<(&GangKey, String, NodeSet)> {
+        let mut out = self.claimed_domains();
+        out.retain(|(owner, _, _)| *owner != gang);
+        out
+    }
+
+    /// Every domain a reserved gang's exclusive Jobs took: (gang, `key=value`, its nodes), by gang and domain.
+    pub fn claimed_domains(&self) -> Vec<(&GangKey, String, NodeSet)> {
         let mut out = Vec::new();
-        for (owner, claims) in self.claims.iter().filter(|(owner, _)| *owner != gang) {
+        for (owner, claims) in &self.claims {
             for (key, value) in claims {
                 if let Some(members) = self.label_values(key).and_then(|v| v.get(value)) {
                     out.push((owner, format!("{key}={value}"), members.clone()));

@@ -99,10 +99,13 @@ fn agent_text(agent: &AgentState) -> String {
     }
 }
 
-/// GPUs per gang on a node, and the queue head it is held for: `ml/a:8,ml/b:2,held for ml/c`.
+/// GPUs per gang on a node, the queue head it is held for and the gang whose exclusive Job took its domain:
+/// `ml/a:8,ml/b:2,held for ml/c,taken exclusively by ml/a (rack=r1)`.
 fn gangs_text(node: &NodeGpus) -> String {
     let gangs = node.gangs.iter().map(|g| format!("{}:{}", g.gang, g.reserved.max(g.bound)));
-    or_dash(gangs.chain(node.held_for.iter().map(|g| format!("held for {g}"))).collect::<Vec<_>>().join(","))
+    let held = node.held_for.iter().map(|g| format!("held for {g}"));
+    let taken = node.exclusive_for.iter().map(|g| format!("taken exclusively by {g}"));
+    or_dash(gangs.chain(held).chain(taken).collect::<Vec<_>>().join(","))
 }
 
 /// Unhealthy GPUs with their XIDs: `3:XID 79,5:ECC`.
@@ -409,6 +412,7 @@ mod tests {
             free: 1,
             gangs: vec![GangGpus { gang: "ml/a".into(), reserved: 4, bound: 2 }],
             held_for: Some("ml/head".into()),
+            exclusive_for: Some("ml/a (rack=r1)".into()),
             unhealthy: vec![UnhealthyGpu { index: 3, xid: Some(79), reason: Some("XID 79".into()) }],
             heartbeat_age_seconds: Some(95),
             nvml: Some(true),
@@ -435,7 +439,7 @@ mod tests {
                 "1",
                 "95s",
                 "up",
-                "ml/a:4,held for ml/head",
+                "ml/a:4,held for ml/head,taken exclusively by ml/a (rack=r1)",
                 "3:XID 79"
             ]
         );

@@ -1,6 +1,7 @@
 //! What each command reports, as plain serialisable data computed by pure functions from the objects and the
 //! model. [`super::render`] turns them into tables, JSON or YAML.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -167,6 +168,10 @@ pub struct NodeGpus {
     /// The queue head this node is held for: admission places no other gang here until that one is admitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_for: Option<String>,
+    /// The gang whose exclusive Job took this node's topology domain, and the domain (`ml/a (rack=r1)`): admission
+    /// places no other gang here while it holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_for: Option<String>,
     pub unhealthy: Vec<UnhealthyGpu>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_age_seconds: Option<u64>,
@@ -204,12 +209,24 @@ impl NodeGpus {
                 .collect(),
             gangs,
             held_for: held.get(&node.name).map(ToString::to_string),
+            exclusive_for: None,
             heartbeat_age_seconds: report
                 .and_then(|r| r.heartbeat)
                 .map(|hb| now.duration_since(hb).map_or(0, |d| d.as_secs())),
             nvml: report.map(|r| r.nvml_available),
         })
     }
+}
+
+/// Per node: the gang whose exclusive Job took its domain, and `<gang> (<key>=<value>)` to show.
+fn exclusive_by_node(model: &ClusterModel) -> BTreeMap<&str, (&GangKey, String)> {
+    let mut out = BTreeMap::new();
+    for (gang, domain, members) in model.claimed_domains() {
+        for id in members.iter() {
+            out.entry(model.name(id)).or_insert_with(|| (gang, format!("{gang} ({domain})")));
+        }
+    }
+    out
 }
 
 /// A node with a GPU agent or GPUs advertised by the device plugin.
@@ -234,12 +251,17 @@ pub fn nodes_report(
     all: bool,
     issues: &[SnapshotIssue],
 ) -> NodesReport {
+    let exclusive = exclusive_by_node(model);
     let mut nodes: Vec<NodeGpus> = model
         .nodes()
         .iter()
         .filter_map(|id| model.slot(id))
         .filter(|slot| all || has_gpus(slot))
-        .filter_map(|slot| NodeGpus::of(slot, now, held))
+        .filter_map(|slot| {
+            let mut gpus = NodeGpus::of(slot, now, held)?;
+            gpus.exclusive_for = exclusive.get(&*slot.name).map(|(_, shown)| shown.clone());
+            Some(gpus)
+        })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     NodesReport { nodes, warnings: issues.iter().map(ToString::to_string).collect() }
@@ -476,6 +498,7 @@ fn mismatch_text(why: &Ineligible, ps: &PodSetDemand) -> String {
 pub fn pod_set_nodes(model: &ClusterModel, held: &HeldNodes, demand: &GangDemand, now: SystemTime) -> Vec<PodSetNodes> {
     let mut slots: Vec<&Slot> = model.nodes().iter().filter_map(|id| model.slot(id)).collect();
     slots.sort_by(|a, b| a.name.cmp(&b.name));
+    let exclusive = exclusive_by_node(model);
     demand
         .pod_sets
         .iter()
@@ -484,9 +507,14 @@ pub fn pod_set_nodes(model: &ClusterModel, held: &HeldNodes, demand: &GangDemand
             let nodes: Vec<NodeFit> = slots
                 .iter()
                 .filter_map(|slot| {
-                    let gpus = NodeGpus::of(slot, now, held)?;
+                    let mut gpus = NodeGpus::of(slot, now, held)?;
+                    let taken = exclusive.get(&*slot.name).filter(|(gang, _)| **gang != demand.key);
+                    gpus.exclusive_for = taken.map(|(_, shown)| shown.clone());
+                    // As admission sees it: nothing fits a node held for another gang or in another's domain.
+                    let closed = taken.is_some() || held.get(&*slot.name).is_some_and(|g| *g != demand.key);
                     let admits = node_admits(slot, &ps.constraints);
-                    let pods_fit = if admits.is_ok() { slot.free.how_many(&ps.per_pod).min(needed) } else { 0 };
+                    let pods_fit =
+                        if admits.is_ok() && !closed { slot.free.how_many(&ps.per_pod).min(needed) } else { 0 };
                     Some(NodeFit {
                         gpus,
                         matches: admits.is_ok(),
@@ -803,6 +831,32 @@ mod tests {
         assert_eq!(check_fit(&m, &head, &held).verdict, Verdict::FitsNow, "its own hold does not keep it out");
         let g1 = nodes_report(&m, &held, T0, false, &[]).nodes.into_iter().find(|n| n.node == "gpu-1").expect("gpu-1");
         assert_eq!(g1.held_for.as_deref(), Some("ml/head"));
+    }
+
+    #[test]
+    fn a_domain_taken_exclusively_is_shown_and_offers_nothing_to_other_gangs() {
+        use crate::gang::demand::Exclusive;
+        use crate::gang::placement::reserve_slots;
+        use muster_api::gang::SlotPlacement;
+        let mut m = cluster();
+        // ml/ex's exclusive Job took pool=a100 with one 1-GPU pod on gpu-3; 7 GPUs stay free there.
+        let mut ex = gang("ml/ex", &[("w", 1, 1, 1)]);
+        ex.pod_sets[0].exclusive = Some(Exclusive::Domain("pool".into()));
+        let slot = SlotPlacement { pod_set: "w".into(), job_index: 0, pod_index: 0, node: "gpu-3".into() };
+        reserve_slots(&mut m, &ex, &[slot]).expect("reserve");
+        let g3 = nodes_report(&m, &HeldNodes::new(), T0, false, &[]).nodes.into_iter().find(|n| n.node == "gpu-3");
+        assert_eq!(g3.and_then(|n| n.exclusive_for).as_deref(), Some("ml/ex (pool=a100)"));
+        let mut one = gang("ml/one", &[("w", 1, 1, 4)]);
+        one.pod_sets[0].constraints = selector(&[("pool", "a100")]);
+        let nodes = &pod_set_nodes(&m, &HeldNodes::new(), &one, T0)[0];
+        let row = nodes.nodes.iter().find(|n| n.gpus.node == "gpu-3").expect("gpu-3");
+        assert!(row.matches && row.gpus.free == 7 && row.pods_fit == 0, "free, but closed to ml/one");
+        let fit = check_fit(&m, &one, &HeldNodes::new());
+        assert_eq!(fit.verdict, Verdict::DoesNotFitNow);
+        assert!(fit.message.contains("taken exclusively by ml/ex"), "{}", fit.message);
+        // The owner itself may use its domain.
+        let own = &pod_set_nodes(&m, &HeldNodes::new(), &ex, T0)[0];
+        assert!(own.nodes.iter().any(|n| n.gpus.node == "gpu-3" && n.pods_fit == 1 && n.gpus.exclusive_for.is_none()));
     }
 
     #[test]
