@@ -381,41 +381,48 @@ async fn a_gang_bigger_than_the_cluster_is_inadmissible_and_does_not_block_small
 
 #[tokio::test]
 async fn a_suspended_jobsets_new_node_selector_reaches_its_gang_and_it_is_admitted() {
+    const HOSTNAME: &str = "kubernetes.io/hostname";
     let cluster = CLUSTER.lock().await;
     let ns = cluster.namespace("gang-follows").await.expect("namespace");
     let client = ns.client();
     fleet(&client, &[]).await;
     let _reconciler = InProcessReconciler::start(client.clone(), FeatureGates::default());
     let _admission = InProcessAdmission::start(client.clone(), settings()).await.expect("admission");
-    let selector = |js: &mut JobSet, pool: Option<&str>| {
+    let on_node = |js: &mut JobSet, node: &str| {
         let job = js.spec.replicated_jobs[0].template.spec.as_mut().expect("job spec");
         let pod = job.template.spec.as_mut().expect("pod spec");
-        pod.node_selector = pool.map(|p| BTreeMap::from([("example.com/pool".to_owned(), p.to_owned())]));
+        pod.node_selector = Some(BTreeMap::from([(HOSTNAME.to_owned(), node.to_owned())]));
     };
     let mut picky = gang_jobset("picky", 1, "1s", json!({}), json!({}));
-    selector(&mut picky, Some("a100"));
+    on_node(&mut picky, "gpu-9");
     ns.api::<JobSet>().create(&PostParams::default(), &picky).await.expect("picky");
     let waiting = eventually("picky inadmissible", WAIT, || gang_in(&ns, "picky", &[GangPhase::Inadmissible]))
         .await
-        .expect("no node has the pool");
-    assert!(waiting.reason.unwrap_or_default().contains("example.com/pool=a100"));
-    // Upstream lets a suspended JobSet's nodeSelector change (as Kueue does); the Gang follows, and it runs.
+        .expect("no such node");
+    assert!(waiting.reason.unwrap_or_default().contains(&format!("{HOSTNAME}=gpu-9")));
+    // Upstream lets a suspended JobSet's nodeSelector change (as Kueue does); the Gang follows, and the gang runs
+    // where the new selector points (resuming merges the new value into the Job, whose pods then go there).
     let mut js = ns.api::<JobSet>().get("picky").await.expect("picky");
     assert!(js.suspended());
-    selector(&mut js, None);
-    ns.api::<JobSet>().replace("picky", &PostParams::default(), &js).await.expect("nodeSelector dropped");
+    on_node(&mut js, "gpu-1");
+    ns.api::<JobSet>().replace("picky", &PostParams::default(), &js).await.expect("nodeSelector changed");
     let gang = eventually("the Gang's spec follows", WAIT, || async {
         let gang = ns.api::<Gang>().get("picky").await.map_err(|e| e.to_string())?;
-        let ps = &gang.spec.pod_sets[0];
-        if ps.node_selector.is_empty() { Ok(gang) } else { Err(format!("nodeSelector {:?}", ps.node_selector)) }
+        let selector = &gang.spec.pod_sets[0].node_selector;
+        if selector.get(HOSTNAME).map(String::as_str) == Some("gpu-1") {
+            Ok(gang)
+        } else {
+            Err(format!("{selector:?}"))
+        }
     })
     .await
     .expect("Gang spec rewritten");
     assert_eq!(gang.spec.pod_sets[0].gpus_per_pod, 8);
-    eventually("picky completed", WAIT, || jobset_condition(&ns, "picky", keys::CONDITION_COMPLETED))
-        .await
-        .expect("admitted on the new demand and ran");
+    let done = eventually("picky completed", WAIT, || jobset_condition(&ns, "picky", keys::CONDITION_COMPLETED)).await;
+    let placed = gang_status(&ns, "picky").await.map(|s| placed_nodes(&s));
     ns.delete(WAIT).await.expect("cleanup");
+    done.expect("admitted on the new demand and ran");
+    assert_eq!(placed.expect("status"), BTreeSet::from(["gpu-1".to_owned()]));
 }
 
 #[tokio::test]

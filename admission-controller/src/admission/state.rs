@@ -526,15 +526,16 @@ impl Admission {
         keys.sort();
         for key in keys {
             let (Some(js), Some(t)) = (self.jobsets.get(&key), self.gangs.get_mut(&key)) else { continue };
-            let Ok(spec) = &js.spec else {
+            let Ok(current) = &js.spec else {
                 self.queues.remove(&key);
                 continue;
             };
-            if *spec != t.spec && t.spec_sent.as_ref() != Some(spec) {
+            let spec = objects::followed_spec(&t.spec, current);
+            if spec != t.spec && t.spec_sent.as_ref() != Some(&spec) {
                 t.spec_sent = Some(spec.clone());
                 report.actions.push(Action::UpdateGangSpec { key: key.clone(), spec: Box::new(spec.clone()) });
             }
-            let demand = GangDemand::from_spec(key.clone(), spec).map_err(|e| e.to_string());
+            let demand = GangDemand::from_spec(key.clone(), &spec).map_err(|e| e.to_string());
             let changed = t.demand != demand;
             if changed {
                 t.demand = demand;
@@ -1229,11 +1230,18 @@ mod tests {
         let status = a.stored(&GangKey::new("ml", "first")).cloned();
         a.gang_applied(&gang_object("first", specs[0].1.clone(), status.clone()), at(4));
         assert!(spec_writes(&a.tick(at(4))).is_empty());
-        // Back to any node: the Gang's spec follows again and the gang is admitted.
+        // Dropping the key changes nothing: resuming merges the template into the Jobs, which keep the key.
         a.jobset_applied(&jobset("first", 8, 2, json!({})));
         let r = a.tick(at(5));
-        assert_eq!(spec_writes(&r).len(), 1);
-        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Admitted)]);
+        assert!(spec_writes(&r).is_empty());
+        assert!(!writes(&r).iter().any(|(_, p)| *p == GangPhase::Admitted));
+        // Nodes of that pool appear: the gang is admitted there.
+        for i in 0..2 {
+            let (mut n, _) = node(&format!("gpu-{i}"));
+            n.metadata.labels = Some(BTreeMap::from([("pool".to_owned(), "a100".to_owned())]));
+            a.node_applied(&n);
+        }
+        assert_eq!(writes(&a.tick(at(6))), [("ml/first".into(), GangPhase::Admitted)]);
     }
 
     #[test]

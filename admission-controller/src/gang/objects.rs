@@ -38,6 +38,26 @@ fn asks_for_gpus(spec: &PodSpec) -> bool {
     })
 }
 
+/// The Gang spec of a waiting gang whose suspended JobSet now asks for `current`. The reconciler resumes the Jobs
+/// that already exist by merging the ReplicatedJob's current template into theirs, as upstream does: nodeSelector
+/// keys are never removed (the JobSet's value wins) and tolerations are unioned. The pods will carry that merge,
+/// so the demand does too; everything else is `current`'s.
+pub fn followed_spec(previous: &GangSpec, current: &GangSpec) -> GangSpec {
+    let mut spec = current.clone();
+    for ps in &mut spec.pod_sets {
+        let Some(old) = previous.pod_sets.iter().find(|o| o.name == ps.name) else { continue };
+        for (key, value) in &old.node_selector {
+            ps.node_selector.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        for toleration in &old.tolerations {
+            if !ps.tolerations.contains(toleration) {
+                ps.tolerations.push(toleration.clone());
+            }
+        }
+    }
+    spec
+}
+
 fn pod_spec_of(rjob: &muster_api::jobset::ReplicatedJob) -> Option<&PodSpec> {
     rjob.template.spec.as_ref()?.template.spec.as_ref()
 }
@@ -257,6 +277,37 @@ mod tests {
                 rjob("workers", 4, 2, json!({"limits": {"nvidia.com/gpu": "8"}, "requests": {"cpu": "1500m", "memory": "2Gi"}})),
                 rjob("driver", 1, 1, json!({"requests": {"cpu": "1"}}))],
               "coordinator": {"replicatedJob": "driver"}}}))
+    }
+
+    #[test]
+    fn a_followed_spec_keeps_what_resuming_keeps_in_the_jobs() {
+        use k8s_openapi::api::core::v1::Toleration;
+        let toleration =
+            |key: &str| Toleration { key: Some(key.into()), operator: Some("Exists".into()), ..Toleration::default() };
+        let pod_set = |selector: &[(&str, &str)], tolerations: Vec<Toleration>| PodSet {
+            name: "w".into(),
+            node_selector: selector.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            tolerations,
+            ..PodSet::default()
+        };
+        let previous = GangSpec {
+            queue: "a".into(),
+            pod_sets: vec![pod_set(&[("pool", "h100"), ("zone", "z1")], vec![toleration("x")])],
+            ..GangSpec::default()
+        };
+        let current = GangSpec {
+            queue: "b".into(),
+            priority: 3,
+            pod_sets: vec![pod_set(&[("pool", "a100")], vec![toleration("y")])],
+            ..GangSpec::default()
+        };
+        let followed = followed_spec(&previous, &current);
+        assert_eq!((followed.queue.as_str(), followed.priority), ("b", 3));
+        let ps = &followed.pod_sets[0];
+        let selector: Vec<(&str, &str)> = ps.node_selector.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(selector, [("pool", "a100"), ("zone", "z1")], "the JobSet's value wins, no key is removed");
+        assert_eq!(ps.tolerations, [toleration("y"), toleration("x")]);
+        assert_eq!(followed_spec(&followed, &current), followed, "following again changes nothing");
     }
 
     #[test]
