@@ -25,6 +25,7 @@
 mod binaries;
 mod cluster;
 mod components;
+mod gangs;
 mod manifests;
 mod nodes;
 mod pki;
@@ -41,6 +42,7 @@ pub use components::{
     InProcessAdmission, InProcessReconciler, RECONCILER_BIN_ENV, ReconcilerProcess, free_loopback_port, metric_value,
     publish_gpu_node,
 };
+pub use gangs::{gang_in, gang_status};
 pub use manifests::{load_yaml_documents, yaml_files_in};
 pub use nodes::{FAKE_NODE_LABEL, FakeNode, GPU_RESOURCE};
 pub use shared::{ClusterLease, LogsOnPanic, SharedCluster, TestNamespace, serial};

@@ -22,7 +22,8 @@ use muster_api::gpunode::GPUNode;
 use muster_api::keys;
 use muster_reconciler::plan::FeatureGates;
 use muster_tests::{
-    ClusterConfig, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually, publish_gpu_node,
+    ClusterConfig, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually, gang_in,
+    gang_status, publish_gpu_node,
 };
 use serde_json::{Value, json};
 
@@ -92,16 +93,6 @@ fn gang_jobset(name: &str, jobs: u32, duration: &str, annotations: Value, extra:
     serde_json::from_value(json!({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
         "metadata": {"name": name}, "spec": spec}))
     .expect("valid JobSet")
-}
-
-async fn gang_status(ns: &TestNamespace<'_>, name: &str) -> Result<GangStatus, String> {
-    let gang = ns.api::<Gang>().get_opt(name).await.map_err(|e| e.to_string())?.ok_or("no Gang yet")?;
-    gang.status.ok_or_else(|| "no status yet".to_owned())
-}
-
-async fn gang_in(ns: &TestNamespace<'_>, name: &str, phases: &[GangPhase]) -> Result<GangStatus, String> {
-    let status = gang_status(ns, name).await?;
-    if phases.contains(&status.phase) { Ok(status) } else { Err(format!("{:?}: {:?}", status.phase, status.reason)) }
 }
 
 async fn jobset_condition(ns: &TestNamespace<'_>, name: &str, type_: &str) -> Result<JobSet, String> {

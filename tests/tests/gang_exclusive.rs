@@ -21,7 +21,7 @@ use muster_api::keys;
 use muster_reconciler::plan::FeatureGates;
 use muster_tests::{
     ClusterConfig, FakeNode, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually,
-    publish_gpu_node,
+    gang_in, publish_gpu_node,
 };
 use serde_json::json;
 
@@ -94,12 +94,6 @@ fn gpu_jobset(name: &str, jobs: u32, pods: u32, exclusive: bool) -> JobSet {
 
 fn rack_of(node: &str) -> String {
     RACKS.into_iter().find(|r| node.starts_with(&format!("{r}-"))).unwrap_or("none").to_owned()
-}
-
-async fn gang_in(ns: &TestNamespace<'_>, name: &str, phases: &[GangPhase]) -> Result<GangStatus, String> {
-    let gang = ns.api::<muster_api::gang::Gang>().get_opt(name).await.map_err(|e| e.to_string())?;
-    let status = gang.ok_or("no Gang yet")?.status.ok_or("no status yet")?;
-    if phases.contains(&status.phase) { Ok(status) } else { Err(format!("{:?}: {:?}", status.phase, status.reason)) }
 }
 
 /// The racks of each Job of a placement.

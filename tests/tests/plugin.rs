@@ -25,9 +25,9 @@ use muster_admission::gang::model::ModelConfig;
 use muster_admission::gang::queue::{PodsReadyConfig, QueueConfig};
 use muster_admission::plugin::{self, Cli, EXIT_DOES_NOT_FIT, Outcome, PluginError};
 use muster_api::JobSet;
-use muster_api::gang::{Gang, GangPhase, GangStatus, SlotPlacement};
+use muster_api::gang::{GangPhase, GangStatus, SlotPlacement};
 use muster_tests::{
-    ClusterConfig, InProcessAdmission, Profile, SharedCluster, TestCluster, TestNamespace, eventually,
+    ClusterConfig, InProcessAdmission, Profile, SharedCluster, TestCluster, TestNamespace, eventually, gang_in,
     publish_gpu_node, workspace_binary,
 };
 use serde_json::{Value, json};
@@ -116,16 +116,6 @@ async fn muster_json(cluster: &TestCluster, args: &[&str]) -> (Value, Outcome) {
     args.extend(["-o", "json"]);
     let (text, outcome) = muster(cluster, &args).await.unwrap_or_else(|e| panic!("kubectl muster {args:?}: {e}"));
     (serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")), outcome)
-}
-
-async fn gang_status(ns: &TestNamespace<'_>, name: &str) -> Result<GangStatus, String> {
-    let gang = ns.api::<Gang>().get_opt(name).await.map_err(|e| e.to_string())?.ok_or("no Gang yet")?;
-    gang.status.ok_or_else(|| "no status yet".to_owned())
-}
-
-async fn gang_in(ns: &TestNamespace<'_>, name: &str, phases: &[GangPhase]) -> Result<GangStatus, String> {
-    let status = gang_status(ns, name).await?;
-    if phases.contains(&status.phase) { Ok(status) } else { Err(format!("{:?}: {:?}", status.phase, status.reason)) }
 }
 
 /// `pending` with a reason written (its position and reason come in the same status write).
