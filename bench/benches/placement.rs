@@ -9,8 +9,9 @@
 //! Gangs are decided in queue order on a cluster that fills up, so later decisions are mostly "does not fit":
 //! the reported percentiles cover both outcomes, and each outcome separately. Then the whole 1,000-gang queue
 //! pass (`Queues::pass`, with shape caching, feasibility verdicts and the head hold) is timed, and a steady-state
-//! pass after 50 admitted gangs finish. Finally 3-pod gangs, the shape of native gang scheduling's published
-//! scheduler_perf numbers (3.7–5.7 ms per PodGroup attempt at 5,000 nodes).
+//! pass after 50 admitted gangs finish. The same gangs with a CPU-only leader pod set in front (two pod sets, as
+//! JobSets with a coordinator are) are decided too. Finally 3-pod gangs, the shape of native gang scheduling's
+//! published scheduler_perf numbers (3.7–5.7 ms per PodGroup attempt at 5,000 nodes).
 //!
 //! `cargo bench -p muster-bench --bench placement` (`MUSTER_BENCH_ROUNDS`, default 5, rounds of 1,000 gangs).
 
@@ -128,6 +129,26 @@ fn mixed_gangs(rng: &mut Rng) -> Vec<GangDemand> {
         .collect()
 }
 
+/// Another draw of mixed gangs, as JobSets with a coordinator: a first pod set of one CPU-only pod (8 cores,
+/// 32 GiB), so every gang has two pod sets, and placement's retry (a failing pod set goes first) can come into play.
+fn leader_worker_gangs(rng: &mut Rng) -> Vec<GangDemand> {
+    mixed_gangs(rng)
+        .into_iter()
+        .map(|mut g| {
+            let leader = PodSetDemand {
+                name: "leader".into(),
+                jobs: 1,
+                pods_per_job: 1,
+                per_pod: Resources::new(0, 8_000, 32 << 30, 1),
+                constraints: Arc::clone(&g.pod_sets[0].constraints),
+                exclusive: None,
+            };
+            g.pod_sets.insert(0, leader);
+            g
+        })
+        .collect()
+}
+
 // === The naive baseline ===
 
 struct NaiveNode {
@@ -220,6 +241,7 @@ fn main() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let nodes = cluster(&mut rng);
     let gangs = mixed_gangs(&mut rng);
+    let with_leaders = leader_worker_gangs(&mut rng);
     let mut order: Vec<usize> = (0..gangs.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(gangs[i].priority), i));
 
@@ -231,6 +253,9 @@ fn main() {
     let mut engine = Samples::default();
     let mut naive = Samples::default();
     let (mut engine_admitted, mut naive_admitted) = (0, 0);
+    let mut led = Samples::default();
+    let mut led_naive = Samples::default();
+    let (mut led_admitted, mut led_naive_admitted) = (0, 0);
     let mut pass_times = Vec::new();
     let mut steady_times = Vec::new();
     let mut slowest: Vec<(Duration, usize, bool)> = Vec::new();
@@ -252,6 +277,26 @@ fn main() {
             let fit = naive_place(&mut n, g);
             naive.add(t.elapsed(), fit);
             naive_admitted += usize::from(fit);
+        }
+
+        // The same again for gangs with a leader pod set, in their own queue order.
+        let mut m = engine_model(&nodes);
+        let mut n = naive_cluster(&nodes);
+        let mut led_order: Vec<usize> = (0..with_leaders.len()).collect();
+        led_order.sort_by_key(|&i| (std::cmp::Reverse(with_leaders[i].priority), i));
+        for &i in &led_order {
+            let g = &with_leaders[i];
+            let t = Instant::now();
+            let fit = match place(&m, g, Restrict::default()) {
+                Ok(p) => m.reserve(&g.key, &p.per_node).is_ok(),
+                Err(_) => false,
+            };
+            led.add(t.elapsed(), fit);
+            led_admitted += usize::from(fit);
+            let t = Instant::now();
+            let fit = naive_place(&mut n, g);
+            led_naive.add(t.elapsed(), fit);
+            led_naive_admitted += usize::from(fit);
         }
 
         // The whole queue in one admission pass, then a steady-state pass after some gangs finish.
@@ -304,14 +349,24 @@ fn main() {
     let (nn50, nn99) = row("naive, does not fit", &mut naive.no_fit);
     let (s50, s99) = row("engine, 3-pod gangs (1 GPU each)", &mut small.all);
     let (sn50, sn99) = row("naive, 3-pod gangs (1 GPU each)", &mut small_naive.all);
+    let (l50, l99) = row("engine, leader + workers", &mut led.all);
+    let (ln50, ln99) = row("naive, leader + workers", &mut led_naive.all);
+    row("engine, leader + workers, does not fit", &mut led.no_fit);
+    row("naive, leader + workers, does not fit", &mut led_naive.no_fit);
     println!();
-    println!("Admitted per round: engine {}, naive {}\n", engine_admitted / rounds, naive_admitted / rounds);
+    println!("Admitted per round: engine {}, naive {}", engine_admitted / rounds, naive_admitted / rounds);
+    println!(
+        "Admitted per round, leader + workers: engine {}, naive {}\n",
+        led_admitted / rounds,
+        led_naive_admitted / rounds
+    );
     println!("| ratio naive / engine | p50 | p99 |");
     println!("|---|---|---|");
     println!("| all decisions | {} | {} |", ratio(n50, e50), ratio(n99, e99));
     println!("| admitted | {} | {} |", ratio(nf50, ef50), ratio(nf99, ef99));
     println!("| does not fit | {} | {} |", ratio(nn50, en50), ratio(nn99, en99));
     println!("| 3-pod gangs | {} | {} |", ratio(sn50, s50), ratio(sn99, s99));
+    println!("| leader + workers | {} | {} |", ratio(ln50, l50), ratio(ln99, l99));
     println!();
     let native_ms = [3.7, 5.0, 5.7];
     println!(
