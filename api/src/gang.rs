@@ -141,4 +141,8 @@ pub struct GangStatus {
     pub finished_at: Option<Time>,
     #[serde(default)]
     pub requeue_count: i32,
+    /// While Requeued: when its backoff ends and it may be admitted again. Kept so that a restarted admission
+    /// controller waits it out too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_at: Option<Time>,
 }

@@ -306,7 +306,11 @@ impl Admission {
                     .or(gang.metadata.creation_timestamp.as_ref())
                     .map_or(now, system_time);
                 tracked.desired.queued_at.get_or_insert_with(|| time(arrival));
-                self.queues.enqueue(demand.clone(), arrival);
+                // A requeued gang sits out the rest of its backoff, as it would have without the restart.
+                let backoff =
+                    tracked.stored.requeue_at.as_ref().filter(|_| tracked.stored.phase == GangPhase::Requeued);
+                let requeues = u32::try_from(tracked.stored.requeue_count).unwrap_or(0);
+                self.queues.restore(demand.clone(), arrival, backoff.map(system_time), requeues);
             }
         }
         self.gangs.insert(key, tracked);
@@ -458,6 +462,7 @@ impl Admission {
                 admitted_at: Some(time(now)),
                 running_at: None,
                 finished_at: None,
+                requeue_at: None,
                 ..t.desired.clone()
             };
             let waited = now.duration_since(admitted.arrival).unwrap_or_default();
@@ -630,7 +635,10 @@ impl Admission {
             let total = demand.total_pods();
             match decision {
                 RequeueDecision::Requeue { requeue_count, eligible_at } => {
-                    self.queues.requeue(demand.clone(), arrival, decision, now);
+                    if let Some(arrival) = self.queues.requeue(demand.clone(), arrival, decision, now) {
+                        t.desired.queued_at = Some(time(arrival));
+                    }
+                    t.desired.requeue_at = Some(time(eligible_at));
                     t.desired.phase = GangPhase::Requeued;
                     t.desired.requeue_count = i32::try_from(requeue_count).unwrap_or(i32::MAX);
                     let wait = eligible_at.duration_since(now).unwrap_or_default();
@@ -1072,7 +1080,32 @@ mod tests {
         store_all(&mut a, &r);
         let r = a.tick(at(2 + 302));
         assert_eq!(suspends(&r), [("ml/first".into(), true)]);
-        assert_eq!(a.stored(&GangKey::new("ml", "first")).map(|s| s.requeue_count), Some(1));
+        let requeued = a.stored(&GangKey::new("ml", "first")).cloned().expect("stored");
+        assert_eq!(requeued.requeue_count, 1);
+        // The first backoff is a minute (Kueue's default base), and it is recorded.
+        let requeue_at = requeued.requeue_at.as_ref().map(system_time).expect("requeueAt");
+        assert_eq!(requeue_at, at(2 + 301 + 60));
+
+        // A restart in the middle of the backoff waits out the rest of it, and the gang keeps its place. (The
+        // agents reported at 0: an hour's heartbeat timeout keeps them trusted.)
+        let model = ModelConfig { heartbeat_timeout: Duration::from_secs(3600), ..ModelConfig::default() };
+        let mut b = Admission::new(Settings { model, ..Settings::default() });
+        for i in 0..2 {
+            let (n, g) = node(&format!("gpu-{i}"));
+            b.node_applied(&n);
+            b.gpunode_applied(&g);
+        }
+        b.jobset_applied(&jobset("first", 8, 2, json!({})));
+        let spec = objects::gang_spec(&jobset("first", 8, 2, json!({})), |_| None).expect("spec");
+        b.gang_applied(&gang_object("first", spec, Some(requeued)), at(320));
+        assert!(writes(&b.tick(at(330))).iter().all(|(_, p)| *p != GangPhase::Admitted), "still backing off");
+        let r = b.tick(at(2 + 301 + 61));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Admitted)]);
+        let admitted = r.actions.iter().find_map(|a| match a {
+            Action::WriteStatus { status, .. } => Some(status.clone()),
+            _ => None,
+        });
+        assert_eq!(admitted.map(|s| (s.requeue_count, s.requeue_at)), Some((1, None)));
 
         let mut a = admission(2, &[jobset("first", 8, 2, json!({}))]);
         let r = a.tick(at(2));

@@ -278,23 +278,36 @@ impl Queues {
     }
 
     /// Queues an admitted gang again after [`on_pods_ready_timeout`] said `Requeue`; `original_arrival` is where
-    /// it stood before (kept with [`RequeueTimestamp::Creation`]). Returns false for `Deactivate`.
+    /// it stood before (kept with [`RequeueTimestamp::Creation`]). Returns the arrival it now stands at, or `None`
+    /// for `Deactivate`.
     pub fn requeue(
         &mut self,
         demand: GangDemand,
         original_arrival: SystemTime,
         decision: RequeueDecision,
         now: SystemTime,
-    ) -> bool {
-        let RequeueDecision::Requeue { requeue_count, eligible_at } = decision else { return false };
-        self.remove_entry(&demand.key);
+    ) -> Option<SystemTime> {
+        let RequeueDecision::Requeue { requeue_count, eligible_at } = decision else { return None };
         let arrival = match self.config(&demand.queue).pods_ready.requeue_timestamp {
             RequeueTimestamp::Eviction => now,
             RequeueTimestamp::Creation => original_arrival,
         };
+        self.restore(demand, arrival, Some(eligible_at), requeue_count);
+        Some(arrival)
+    }
+
+    /// Queues a gang as a restarted controller finds it recorded: at `arrival`, not before `eligible_at` (the
+    /// rest of a requeue backoff), with its requeues so far.
+    pub fn restore(
+        &mut self,
+        demand: GangDemand,
+        arrival: SystemTime,
+        eligible_at: Option<SystemTime>,
+        requeue_count: u32,
+    ) {
+        self.remove_entry(&demand.key);
         let seq = self.next_seq();
-        self.insert(demand, arrival, Some(eligible_at), requeue_count, seq);
-        true
+        self.insert(demand, arrival, eligible_at, requeue_count, seq);
     }
 
     /// Drops a gang (its JobSet was deleted, or it was admitted elsewhere).
@@ -762,12 +775,12 @@ mod tests {
         // Pods not ready in time: release and requeue with backoff.
         m.release(&g.key);
         let decision = on_pods_ready_timeout(&q.config("default").pods_ready, 0, at(400));
-        assert!(q.requeue(g.clone(), at(0), decision, at(400)));
+        assert_eq!(q.requeue(g.clone(), at(0), decision, at(400)), Some(at(400)), "Eviction: queued anew");
         assert!(q.pass(&mut m, at(420)).attempts.is_empty(), "backing off");
         let r = q.pass(&mut m, at(460));
         assert_eq!(admitted(&r), vec!["ml/x"]);
         assert_eq!(r.admitted[0].requeue_count, 1);
-        assert!(!q.requeue(g, at(0), RequeueDecision::Deactivate { requeue_count: 4 }, at(500)));
+        assert_eq!(q.requeue(g, at(0), RequeueDecision::Deactivate { requeue_count: 4 }, at(500)), None);
     }
 
     #[test]
