@@ -88,6 +88,7 @@ fn engine_model(nodes: &[NodeSpec]) -> ClusterModel {
                 node: n.name.clone(),
                 requests: Resources::new(n.foreign_gpus, 4000, 16 << 30, 1),
                 gang: None,
+                exclusive_leader: None,
             });
         }
     }

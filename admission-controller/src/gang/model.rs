@@ -160,6 +160,9 @@ pub struct PodInfo {
     /// `pods` is 1.
     pub requests: Resources,
     pub gang: Option<GangKey>,
+    /// For the leader of a Job placed exclusively (affinity strategy): the topology key. Its required
+    /// anti-affinity keeps other Jobs' pods out of its node's domain, whether admission placed its JobSet or not.
+    pub exclusive_leader: Option<String>,
 }
 
 /// Why the GPUs of a node are not trusted.
@@ -272,6 +275,8 @@ pub struct ClusterModel {
     reservations: HashMap<GangKey, BTreeMap<String, Resources>>,
     /// Per reserved gang: the domains its exclusive Jobs took, as (topology key, value).
     claims: HashMap<GangKey, BTreeSet<(String, String)>>,
+    /// Bound leaders of exclusive Jobs, by (namespace, name): their JobSet and topology key.
+    leader_claims: HashMap<(String, String), (GangKey, String)>,
     total_free_gpus: u64,
     eligibility: Mutex<EligibilityCache>,
     eligibility_generation: u64,
@@ -295,6 +300,7 @@ impl ClusterModel {
             pods: HashMap::new(),
             reservations: HashMap::new(),
             claims: HashMap::new(),
+            leader_claims: HashMap::new(),
             total_free_gpus: 0,
             eligibility: Mutex::new(EligibilityCache::default()),
             eligibility_generation: 1,
@@ -391,11 +397,21 @@ impl ClusterModel {
             self.charge_pod(&old, false);
         }
         self.charge_pod(&pod, true);
+        match (&pod.gang, &pod.exclusive_leader) {
+            (Some(jobset), Some(topology_key)) => {
+                self.leader_claims.insert(key.clone(), (jobset.clone(), topology_key.clone()));
+            }
+            _ => {
+                self.leader_claims.remove(&key);
+            }
+        }
         self.pods.insert(key, pod);
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self.pods.remove(&(namespace.to_owned(), name.to_owned())) {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.leader_claims.remove(&key);
+        if let Some(old) = self.pods.remove(&key) {
             self.charge_pod(&old, false);
         }
     }
@@ -558,18 +574,29 @@ impl ClusterModel {
         out
     }
 
-    /// Every domain a reserved gang's exclusive Jobs took: (gang, `key=value`, its nodes), by gang and domain.
+    /// Every domain taken by an exclusive Job, as (its JobSet, `key=value`, the domain's nodes), by JobSet and
+    /// domain: those a reserved gang's placement claims, and those where the leader of an exclusive Job is bound
+    /// (JobSets outside gang admission included).
     pub fn claimed_domains(&self) -> Vec<(&GangKey, String, NodeSet)> {
-        let mut out = Vec::new();
+        let mut taken: BTreeMap<(&GangKey, &str, &str), ()> = BTreeMap::new();
         for (owner, claims) in &self.claims {
             for (key, value) in claims {
-                if let Some(members) = self.label_values(key).and_then(|v| v.get(value)) {
-                    out.push((owner, format!("{key}={value}"), members.clone()));
-                }
+                taken.insert((owner, key, value), ());
             }
         }
-        out.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        out
+        for (pod, (owner, key)) in &self.leader_claims {
+            let node = self.pods.get(pod).and_then(|p| self.slot_by_name(&p.node)).and_then(|s| s.node.as_ref());
+            if let Some(value) = node.and_then(|n| n.labels.get(key)) {
+                taken.insert((owner, key, value), ());
+            }
+        }
+        taken
+            .into_keys()
+            .filter_map(|(owner, key, value)| {
+                let members = self.label_values(key)?.get(value)?;
+                Some((owner, format!("{key}={value}"), members.clone()))
+            })
+            .collect()
     }
 
     /// Whether bound pods or reservations of JobSets other than `gang` hold room on the node.

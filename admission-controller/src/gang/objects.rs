@@ -13,6 +13,7 @@ use super::demand::{Taint, TaintEffect};
 use super::model::{NodeInfo, PodInfo};
 use super::{GangKey, Resources};
 use crate::quantity::{self, QuantityError};
+use crate::webhook::exclusive::Scope;
 
 /// A JobSet is a gang when our controller manages it, Kueue does not, it is not opted out with
 /// `muster.dev/gang: "false"`, and it asks for GPUs or names a `muster.dev/queue`.
@@ -244,6 +245,10 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
         node: node.to_owned(),
         requests,
         gang: pod_gang(pod),
+        exclusive_leader: match crate::webhook::exclusive::scope(pod) {
+            Scope::Exclusive { topology_key, leader: true } => Some(topology_key.to_owned()),
+            _ => None,
+        },
     })
 }
 
@@ -277,6 +282,25 @@ mod tests {
                 rjob("workers", 4, 2, json!({"limits": {"nvidia.com/gpu": "8"}, "requests": {"cpu": "1500m", "memory": "2Gi"}})),
                 rjob("driver", 1, 1, json!({"requests": {"cpu": "1"}}))],
               "coordinator": {"replicatedJob": "driver"}}}))
+    }
+
+    #[test]
+    fn a_bound_exclusive_leader_carries_its_topology_key() {
+        let pod = |index: &str, strategy: bool| -> Pod {
+            let mut annotations = json!({keys::JOBSET_NAME: "train", keys::EXCLUSIVE_TOPOLOGY: "rack",
+                keys::JOB_COMPLETION_INDEX: index});
+            if strategy {
+                annotations[keys::NODE_SELECTOR_STRATEGY] = json!("true");
+            }
+            serde_json::from_value(json!({"metadata": {"name": format!("train-w-0-{index}"), "namespace": "ml",
+                    "labels": {keys::JOBSET_NAME: "train"}, "annotations": annotations},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}}))
+            .expect("pod")
+        };
+        let info = |p: &Pod| pod_info(p).expect("bound").exclusive_leader;
+        assert_eq!(info(&pod("0", false)).as_deref(), Some("rack"));
+        assert_eq!(info(&pod("1", false)), None, "a follower");
+        assert_eq!(info(&pod("0", true)), None, "the node-selector strategy has no anti-affinity");
     }
 
     #[test]

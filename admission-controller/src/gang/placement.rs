@@ -997,6 +997,28 @@ mod tests {
     }
 
     #[test]
+    fn the_domain_of_a_bound_exclusive_leader_is_closed_to_other_jobsets() {
+        let mut m = model(&[]);
+        racks(&mut m, &[("r1", &["r1a"]), ("r2", &["r2a", "r2b"])]);
+        // The leader of an exclusive Job of a JobSet outside gang admission runs on r1a, with no GPUs.
+        let outsider = crate::gang::GangKey::new("ml", "outsider");
+        let mut leader = pod("outsider-w-0-0", "r1a", 0, Some(&outsider));
+        leader.exclusive_leader = Some("rack".into());
+        m.apply_pod(leader);
+        let one = gang("ml/one", &[("w", 1, 1, 8)]);
+        let p = place(&m, &one, Restrict::default()).expect("fits r2");
+        assert_eq!(rack_of(&nodes_of(&p, "w", 0)[0]), "r2");
+        let three = gang("ml/three", &[("w", 3, 1, 8)]);
+        assert!(place(&m, &three, Restrict::default()).is_err(), "r1a is free but closed");
+        // Its own JobSet may still use the domain; once the leader is gone, anyone may.
+        let mut own = gang("ml/outsider", &[("w", 3, 1, 8)]);
+        own.key = outsider;
+        assert!(place(&m, &own, Restrict::default()).is_ok());
+        m.delete_pod("ns", "outsider-w-0-0");
+        assert!(place(&m, &three, Restrict::default()).is_ok());
+    }
+
+    #[test]
     fn node_selector_strategy_pins_each_job_to_its_labelled_nodes() {
         use crate::gang::demand::{Taint, TaintEffect};
         let mut m = model(&[]);

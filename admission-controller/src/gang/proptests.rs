@@ -136,6 +136,7 @@ fn build(nodes: &[NodeSpec]) -> ClusterModel {
                 node: name.clone(),
                 requests: Resources::new(n.foreign_gpus, n.foreign_cores * 1000, 0, 1),
                 gang: None,
+                exclusive_leader: None,
             });
         }
     }
@@ -517,6 +518,7 @@ fn build_exclusive(nodes: &[NodeSpec], zoned: &[bool], other: &[bool]) -> Cluste
                 node: node_name(i),
                 requests: Resources::new(0, 0, 0, 1),
                 gang: Some(GangKey::new("ns", "other")),
+                exclusive_leader: None,
             });
         }
     }

@@ -45,6 +45,7 @@ pub fn pod(name: &str, node: &str, gpus: u32, gang: Option<&GangKey>) -> PodInfo
         node: node.into(),
         requests: Resources::new(gpus, 0, 0, 1),
         gang: gang.cloned(),
+        exclusive_leader: None,
     }
 }
 
