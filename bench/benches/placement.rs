@@ -214,6 +214,28 @@ impl Samples {
     }
 }
 
+/// One gang decided by the engine (`place` + `reserve`) and then by the naive baseline, each timed into its
+/// samples; returns the engine's time and both verdicts.
+fn decide(
+    m: &mut ClusterModel,
+    n: &mut [NaiveNode],
+    g: &GangDemand,
+    engine: &mut Samples,
+    naive: &mut Samples,
+) -> (Duration, bool, bool) {
+    let t = Instant::now();
+    let fit = match place(m, g, Restrict::default()) {
+        Ok(p) => m.reserve(&g.key, &p.per_node).is_ok(),
+        Err(_) => false,
+    };
+    let took = t.elapsed();
+    engine.add(took, fit);
+    let t = Instant::now();
+    let naive_fit = naive_place(n, g);
+    naive.add(t.elapsed(), naive_fit);
+    (took, fit, naive_fit)
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
@@ -265,19 +287,10 @@ fn main() {
         let mut m = engine_model(&nodes);
         let mut n = naive_cluster(&nodes);
         for &i in &order {
-            let g = &gangs[i];
-            let t = Instant::now();
-            let fit = match place(&m, g, Restrict::default()) {
-                Ok(p) => m.reserve(&g.key, &p.per_node).is_ok(),
-                Err(_) => false,
-            };
-            engine.add(t.elapsed(), fit);
-            slowest.push((t.elapsed(), i, fit));
+            let (took, fit, naive_fit) = decide(&mut m, &mut n, &gangs[i], &mut engine, &mut naive);
+            slowest.push((took, i, fit));
             engine_admitted += usize::from(fit);
-            let t = Instant::now();
-            let fit = naive_place(&mut n, g);
-            naive.add(t.elapsed(), fit);
-            naive_admitted += usize::from(fit);
+            naive_admitted += usize::from(naive_fit);
         }
 
         // The same again for gangs with a leader pod set, in their own queue order.
@@ -286,18 +299,9 @@ fn main() {
         let mut led_order: Vec<usize> = (0..with_leaders.len()).collect();
         led_order.sort_by_key(|&i| (std::cmp::Reverse(with_leaders[i].priority), i));
         for &i in &led_order {
-            let g = &with_leaders[i];
-            let t = Instant::now();
-            let fit = match place(&m, g, Restrict::default()) {
-                Ok(p) => m.reserve(&g.key, &p.per_node).is_ok(),
-                Err(_) => false,
-            };
-            led.add(t.elapsed(), fit);
+            let (_, fit, naive_fit) = decide(&mut m, &mut n, &with_leaders[i], &mut led, &mut led_naive);
             led_admitted += usize::from(fit);
-            let t = Instant::now();
-            let fit = naive_place(&mut n, g);
-            led_naive.add(t.elapsed(), fit);
-            led_naive_admitted += usize::from(fit);
+            led_naive_admitted += usize::from(naive_fit);
         }
 
         // The whole queue in one admission pass, then a steady-state pass after some gangs finish.
@@ -326,15 +330,7 @@ fn main() {
         let mut n = naive_cluster(&nodes);
         for i in 0..3_000 {
             let g = gang(i, 3, 1, None, &mut rng);
-            let t = Instant::now();
-            let fit = match place(&m, &g, Restrict::default()) {
-                Ok(p) => m.reserve(&g.key, &p.per_node).is_ok(),
-                Err(_) => false,
-            };
-            small.add(t.elapsed(), fit);
-            let t = Instant::now();
-            let fit = naive_place(&mut n, &g);
-            small_naive.add(t.elapsed(), fit);
+            decide(&mut m, &mut n, &g, &mut small, &mut small_naive);
         }
     }
 
