@@ -578,20 +578,20 @@ impl ClusterModel {
     /// domain: those a reserved gang's placement claims, and those where the leader of an exclusive Job is bound
     /// (JobSets outside gang admission included).
     pub fn claimed_domains(&self) -> Vec<(&GangKey, String, NodeSet)> {
-        let mut taken: BTreeMap<(&GangKey, &str, &str), ()> = BTreeMap::new();
+        let mut taken: BTreeSet<(&GangKey, &str, &str)> = BTreeSet::new();
         for (owner, claims) in &self.claims {
             for (key, value) in claims {
-                taken.insert((owner, key, value), ());
+                taken.insert((owner, key, value));
             }
         }
         for (pod, (owner, key)) in &self.leader_claims {
             let node = self.pods.get(pod).and_then(|p| self.slot_by_name(&p.node)).and_then(|s| s.node.as_ref());
             if let Some(value) = node.and_then(|n| n.labels.get(key)) {
-                taken.insert((owner, key, value), ());
+                taken.insert((owner, key, value));
             }
         }
         taken
-            .into_keys()
+            .into_iter()
             .filter_map(|(owner, key, value)| {
                 let members = self.label_values(key)?.get(value)?;
                 Some((owner, format!("{key}={value}"), members.clone()))
