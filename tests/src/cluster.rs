@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 
 use crate::binaries::ControlPlaneBinaries;
@@ -287,6 +287,11 @@ pub struct TestCluster {
     watchdog: Option<Process>,
     // True until start-up succeeds, so that the logs of a failed start survive for reading.
     keep_dir: bool,
+    // Whether kube-controller-manager runs the namespace controller, without which a deleted namespace
+    // never goes away.
+    namespace_controller: bool,
+    // Namespaces of tests that failed; see `remove_left_behind`.
+    left_behind: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -473,6 +478,11 @@ impl TestCluster {
             timings: StartupTimings::default(),
             watchdog: Some(watchdog),
             keep_dir: true,
+            namespace_controller: config
+                .controllers
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c == "namespace-controller" || c == "*")),
+            left_behind: Mutex::new(Vec::new()),
         };
         let kubeconfig = kubeconfig_path.display().to_string();
         let timeout = config.ready_timeout;
@@ -767,7 +777,49 @@ impl TestCluster {
         };
         let created = api.create(&PostParams::default(), &ns).await?;
         let name = created.metadata.name.unwrap_or_default();
-        Ok(TestNamespace::new(name, client, self.logs_on_panic()))
+        Ok(TestNamespace::new(name, client, self))
+    }
+
+    /// Records the namespace of a test that panicked, for [`TestCluster::remove_left_behind`].
+    pub(crate) fn leave_behind(&self, namespace: String) {
+        self.left_behind.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(namespace);
+    }
+
+    /// Deletes the namespaces of earlier tests that failed, and waits (when the namespace controller runs) until
+    /// they are gone. A failed test leaves its objects behind, and in a shared cluster they would hold GPUs and
+    /// reservations that later tests expect to be free: one failure would show as many, and the first one is the
+    /// one to read. A cleanup that goes wrong is only reported; the test then runs in whatever state is left.
+    pub(crate) async fn remove_left_behind(&self) {
+        let names = std::mem::take(&mut *self.left_behind.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        if names.is_empty() {
+            return;
+        }
+        eprintln!("muster-tests: deleting namespaces left by failed tests: {}", names.join(", "));
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => return eprintln!("muster-tests: cannot delete them: {e}"),
+        };
+        let api: Api<Namespace> = Api::all(client);
+        for name in &names {
+            if let Err(e) = api.delete(name, &DeleteParams::background()).await {
+                eprintln!("muster-tests: deleting namespace {name}: {e}");
+            }
+        }
+        if !self.namespace_controller {
+            return;
+        }
+        let gone = eventually("namespaces of failed tests to be deleted", Duration::from_secs(120), || async {
+            for name in &names {
+                if api.get_opt(name).await.map_err(|e| e.to_string())?.is_some() {
+                    return Err(format!("{name} still exists"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = gone {
+            eprintln!("muster-tests: {e}");
+        }
     }
 
     /// A guard that prints [`TestCluster::log_tails`] if the thread panics while it is alive.

@@ -82,6 +82,7 @@ impl SharedCluster {
     pub async fn lock(&'static self) -> ClusterLease {
         let serial = serial().await;
         let cluster = self.get().await;
+        cluster.remove_left_behind().await;
         ClusterLease { logs: cluster.logs_on_panic(), cluster, _serial: serial }
     }
 
@@ -169,17 +170,27 @@ impl Drop for LogsOnPanic<'_> {
     }
 }
 
-/// A namespace made for one test. It is left in place when dropped (the cluster is throw-away);
-/// call [`TestNamespace::delete`] to test deletion.
+/// A namespace made for one test. It is left in place when dropped (the cluster is throw-away), except when the test
+/// fails: a shared cluster then deletes it before its next test starts (see `TestCluster::remove_left_behind`).
+/// Call [`TestNamespace::delete`] to test deletion.
 pub struct TestNamespace<'a> {
     name: String,
     client: Client,
+    cluster: &'a TestCluster,
     _logs: LogsOnPanic<'a>,
 }
 
+impl Drop for TestNamespace<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.cluster.leave_behind(self.name.clone());
+        }
+    }
+}
+
 impl<'a> TestNamespace<'a> {
-    pub(crate) fn new(name: String, client: Client, logs: LogsOnPanic<'a>) -> Self {
-        Self { name, client, _logs: logs }
+    pub(crate) fn new(name: String, client: Client, cluster: &'a TestCluster) -> Self {
+        Self { name, client, cluster, _logs: cluster.logs_on_panic() }
     }
 
     pub fn name(&self) -> &str {
