@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use muster_admission::admission::{self, metrics::AdmissionMetrics, state::Settings};
+use muster_admission::features::FeatureGates as WebhookGates;
 use muster_admission::kube_io::KubePlacementReads;
 use muster_admission::webhook::config::{
     MUTATING_CONFIGURATION, VALIDATING_CONFIGURATION, mutating_configuration, validating_configuration,
@@ -128,17 +129,20 @@ pub struct InProcessAdmission {
 
 impl InProcessAdmission {
     pub async fn start(client: Client, settings: Settings) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Self::start_with(client, settings, GangMutation::default()).await
+        Self::start_with(client, settings, GangMutation::default(), WebhookGates::default()).await
     }
 
-    /// [`Self::start`] with the given gang mutation (e.g. the extender's scheduler name on gang pod templates).
+    /// [`Self::start`] with the given gang mutation (e.g. the extender's scheduler name on gang pod templates) and
+    /// the webhooks' feature gates.
     pub async fn start_with(
         client: Client,
         settings: Settings,
         mutation: GangMutation,
+        gates: WebhookGates,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let webhook = serve(ServeConfig {
             gang: Some(mutation),
+            gates,
             placement_reads: Arc::new(KubePlacementReads(client.clone())),
             ..ServeConfig::loopback()
         })

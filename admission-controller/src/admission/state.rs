@@ -165,6 +165,11 @@ pub struct Admission {
     ready: HashMap<GangKey, HashSet<String>>,
 }
 
+/// "1 pod", "3 pods".
+fn pods(n: usize) -> String {
+    if n == 1 { "1 pod".to_owned() } else { format!("{n} pods") }
+}
+
 fn time(t: SystemTime) -> Time {
     // Out of jiff's range only for absurd clocks; the epoch is then as good an answer as any.
     Time(Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH))
@@ -433,6 +438,8 @@ impl Admission {
         self.create_missing_gangs(&mut report);
         self.follow_jobset_specs(now, &mut report);
         self.follow_lifecycle(now, &mut report);
+        // After finished gangs gave their GPUs back, so that pods added by a scale-up can have them at once.
+        self.follow_scaling(&mut report);
         // Ahead of the queue: an admitted gang whose reserved GPU died gets new nodes before anyone else does.
         self.replace_unhealthy(&mut report);
 
@@ -564,6 +571,85 @@ impl Admission {
         }
     }
 
+    /// Admitted and running gangs follow a change of their Jobs' pod counts (upstream's `ElasticJobSet` gate lets a
+    /// running JobSet's Indexed ReplicatedJobs change parallelism; the reconciler scales the Jobs in place). Pods
+    /// beyond the new count give their slots back at once. Added pods get slots on the free room outside the
+    /// nodes held for queue heads, the gang's other slots staying where they are, as when slots move off a dead
+    /// GPU. Added pods that find no room wait, without slots (the extender and the pod webhook have nowhere to put
+    /// them), and are tried again every tick; meanwhile the gang counts as ready with its placed pods ready.
+    ///
+    /// The slots follow from the demand and the placement alone, so a restart between the spec write and the
+    /// status write finishes the change. Nothing else of a running gang's demand changes.
+    fn follow_scaling(&mut self, report: &mut TickReport) {
+        let held: NodeSet = self.queues.held_nodes().keys().filter_map(|n| self.model.id(n)).collect();
+        let mut keys: Vec<GangKey> = self
+            .gangs
+            .iter()
+            .filter(|(_, t)| matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        for key in keys {
+            let Some(t) = self.gangs.get_mut(&key) else { continue };
+            let current = self.jobsets.get(&key).and_then(|js| js.spec.as_ref().ok());
+            if let Some(spec) = current.and_then(|c| objects::scaled_spec(&t.spec, c)) {
+                if t.spec_sent.as_ref() != Some(&spec) {
+                    t.spec_sent = Some(spec.clone());
+                    report.actions.push(Action::UpdateGangSpec { key: key.clone(), spec: Box::new(spec.clone()) });
+                }
+                if let Ok(demand) = GangDemand::from_spec(key.clone(), &spec) {
+                    t.demand = Ok(demand);
+                }
+            }
+            let Ok(demand) = &t.demand else { continue };
+            let (kept, extra): (Vec<SlotPlacement>, Vec<SlotPlacement>) = t
+                .desired
+                .placement
+                .iter()
+                .cloned()
+                .partition(|s| demand.has_slot(&s.pod_set, s.job_index, s.pod_index));
+            let missing = demand.missing_slots(&kept);
+            if extra.is_empty() && missing.is_empty() {
+                continue;
+            }
+            let mut done = Vec::new();
+            if !extra.is_empty() {
+                let Some(before) = self.model.reservation(&key).cloned() else { continue };
+                self.model.release(&key);
+                if reserve_slots(&mut self.model, demand, &kept).is_err() {
+                    let _ = self.model.reserve(&key, &before);
+                    continue;
+                }
+                done.push(format!("{} removed, GPUs given back", pods(extra.len())));
+            }
+            t.desired.placement.clone_from(&kept);
+            // A growth that does not fit changes nothing in the model, so waiting for room costs no re-explaining.
+            if !missing.is_empty() {
+                match replace_slots(&self.model, demand, &missing, &kept, &held) {
+                    Ok(new) => {
+                        let mut placement = kept.clone();
+                        placement.extend(new);
+                        demand.sort_slots(&mut placement);
+                        self.model.release(&key);
+                        if reserve_slots(&mut self.model, demand, &placement).is_ok() {
+                            t.desired.placement = placement;
+                            done.push(format!("{} added and placed", pods(missing.len())));
+                        } else {
+                            let _ = reserve_slots(&mut self.model, demand, &kept);
+                        }
+                    }
+                    Err(no) => done.push(format!(
+                        "{} added, waiting for room ({} Job {} does not fit the free GPUs)",
+                        pods(missing.len()),
+                        no.pod_set,
+                        no.job_index
+                    )),
+                }
+            }
+            t.desired.reason = Some(format!("scaled to {}: {}", pods(demand.total_pods() as usize), done.join("; ")));
+        }
+    }
+
     fn follow_lifecycle(&mut self, now: SystemTime, report: &mut TickReport) {
         for (key, t) in &mut self.gangs {
             let Some(js) = self.jobsets.get(key) else { continue };
@@ -596,7 +682,10 @@ impl Admission {
             }
             let Ok(demand) = &t.demand else { continue };
             let ready = self.ready.get(key).map_or(0, HashSet::len);
-            let all_ready = ready as u64 >= u64::from(demand.total_pods());
+            // The placed pods: after a scale-up, added pods that wait for room are not counted against the gang.
+            let placed =
+                if t.desired.placement.is_empty() { demand.total_pods() as usize } else { t.desired.placement.len() };
+            let all_ready = ready >= placed;
             let config = &self.queues.config(&t.queue).pods_ready;
             let timeout = if t.desired.phase == GangPhase::Admitted {
                 let admitted_at = t.desired.admitted_at.as_ref().map_or(now, system_time);
@@ -705,8 +794,8 @@ impl Admission {
                     if reserve_slots(&mut self.model, demand, &t.desired.placement).is_err() {
                         let _ = self.model.reserve(&key, &held);
                     }
-                    let pods = if moving.len() == 1 { "1 pod".to_owned() } else { format!("{} pods", moving.len()) };
-                    t.desired.reason = Some(format!("re-placed {pods} off {nodes}: GPUs there stopped being healthy"));
+                    let moved = pods(moving.len());
+                    t.desired.reason = Some(format!("re-placed {moved} off {nodes}: GPUs there stopped being healthy"));
                     report.requeued.push((t.queue.clone(), REQUEUE_UNHEALTHY_GPU));
                 }
                 Err(_) => {
@@ -1275,6 +1364,141 @@ mod tests {
             a.node_applied(&n);
         }
         assert_eq!(writes(&a.tick(at(6))), [("ml/first".into(), GangPhase::Admitted)]);
+    }
+
+    /// `name` with one Job of `pods` pods of 4 GPUs, running (`suspend: false`) unless `suspended`.
+    fn elastic(name: &str, pods: i32, suspended: bool) -> JobSet {
+        let mut js = jobset(name, 4, 1, json!({}));
+        let job = js.spec.replicated_jobs[0].template.spec.as_mut().expect("job");
+        job.parallelism = Some(pods);
+        job.completions = Some(pods);
+        js.spec.suspend = Some(suspended);
+        js
+    }
+
+    fn stored_slots(a: &Admission, name: &str) -> Vec<(i32, String)> {
+        let status = a.stored(&GangKey::new("ml", name)).cloned().unwrap_or_default();
+        status.placement.into_iter().map(|s| (s.pod_index, s.node)).collect()
+    }
+
+    fn reason(a: &Admission, name: &str) -> String {
+        a.stored(&GangKey::new("ml", name)).and_then(|s| s.reason.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_running_gang_that_scales_down_gives_gpus_back_and_one_that_scales_up_waits_for_room() {
+        // 16 GPUs: `elastic` takes them all with 4 pods of 4; `next` (2 pods of 4) waits.
+        let mut a = admission(2, &[elastic("elastic", 4, true), elastic("next", 2, true)]);
+        let r = a.tick(at(2));
+        assert_eq!(writes(&r), [("ml/elastic".into(), GangPhase::Admitted), ("ml/next".into(), GangPhase::Pending)]);
+        store_all(&mut a, &r);
+        let r = a.tick(at(3));
+        store_all(&mut a, &r);
+        assert_eq!(stored_slots(&a, "elastic").len(), 4);
+
+        // Scaled down to 2 (the reconciler scales the Jobs): 2 slots and their GPUs go back, `next` is admitted.
+        a.jobset_applied(&elastic("elastic", 2, false));
+        let r = a.tick(at(4));
+        let specs = spec_writes(&r);
+        assert_eq!(
+            specs.iter().map(|(k, s)| (k.as_str(), s.pod_sets[0].pods_per_job, s.total_gpus)).collect::<Vec<_>>(),
+            [("ml/elastic", 2, 8)]
+        );
+        assert_eq!(writes(&r), [("ml/elastic".into(), GangPhase::Admitted), ("ml/next".into(), GangPhase::Admitted)]);
+        store_all(&mut a, &r);
+        assert_eq!(stored_slots(&a, "elastic").iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(reason(&a, "elastic"), "scaled to 2 pods: 2 pods removed, GPUs given back");
+        a.gang_applied(
+            &gang_object("elastic", specs[0].1.clone(), a.stored(&GangKey::new("ml", "elastic")).cloned()),
+            at(4),
+        );
+        assert!(spec_writes(&a.tick(at(5))).is_empty(), "the spec is written once");
+        let gpus = |a: &Admission, name: &str| {
+            a.model().reservation(&GangKey::new("ml", name)).map_or(0, |r| r.values().map(|x| x.gpus).sum::<u32>())
+        };
+        assert_eq!((gpus(&a, "elastic"), gpus(&a, "next")), (8, 8));
+
+        // Scaled up to 4 again while `next` holds the room: the added pods wait, the gang keeps running.
+        a.jobset_applied(&elastic("elastic", 4, false));
+        let r = a.tick(at(6));
+        store_all(&mut a, &r);
+        assert_eq!(stored_slots(&a, "elastic").len(), 2);
+        assert_eq!(
+            reason(&a, "elastic"),
+            "scaled to 4 pods: 2 pods added, waiting for room (w Job 0 does not fit the free GPUs)"
+        );
+        assert_eq!(a.stored(&GangKey::new("ml", "elastic")).map(|s| s.phase), Some(GangPhase::Admitted));
+        assert_eq!(gpus(&a, "elastic"), 8);
+
+        // `next` finishes: the added pods get slots, next to the kept ones, and the slots are in pod order.
+        let mut done = elastic("next", 2, false);
+        done.status = serde_json::from_value(json!({"conditions": [{"type": "Completed", "status": "True",
+            "reason": "AllJobsCompleted", "message": "jobset completed successfully",
+            "lastTransitionTime": "2027-01-01T00:00:00Z"}]}))
+        .expect("status");
+        a.jobset_applied(&done);
+        let r = a.tick(at(7));
+        store_all(&mut a, &r);
+        assert_eq!(stored_slots(&a, "elastic").iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(reason(&a, "elastic"), "scaled to 4 pods: 2 pods added and placed");
+        assert_eq!(gpus(&a, "elastic"), 16);
+    }
+
+    #[test]
+    fn a_running_gang_with_added_pods_waiting_counts_its_placed_pods_for_readiness() {
+        let mut a = admission(2, &[elastic("first", 2, true), elastic("other", 2, true)]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        let r = a.tick(at(3));
+        store_all(&mut a, &r);
+        let pod = |i: u32| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": format!("first-w-0-{i}"), "namespace": "ml",
+                    "labels": {"jobset.sigs.k8s.io/jobset-name": "first"}},
+                "spec": {"nodeName": "gpu-0", "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
+            .expect("pod")
+        };
+        a.pod_applied(&pod(0));
+        a.pod_applied(&pod(1));
+        let r = a.tick(at(10));
+        assert_eq!(writes(&r), [("ml/first".into(), GangPhase::Running)]);
+        store_all(&mut a, &r);
+        // Scaled to 6 pods: 4 more GPUs than `other` left free. Hours later it still runs with its 2 ready pods.
+        a.jobset_applied(&elastic("first", 6, false));
+        let r = a.tick(at(11));
+        store_all(&mut a, &r);
+        let r = a.tick(at(11 + 3 * 3600));
+        assert!(writes(&r).iter().all(|(k, _)| k != "ml/first"), "{:?}", writes(&r));
+        assert_eq!(
+            a.stored(&GangKey::new("ml", "first")).map(|s| (s.phase, s.placement.len())),
+            Some((GangPhase::Running, 2))
+        );
+    }
+
+    #[test]
+    fn a_restart_between_the_spec_and_the_placement_writes_finishes_the_scaling() {
+        let mut a = admission(2, &[elastic("first", 4, true)]);
+        let r = a.tick(at(2));
+        store_all(&mut a, &r);
+        let admitted = a.stored(&GangKey::new("ml", "first")).cloned().expect("stored");
+        // The Gang's spec says 2 pods (written before the crash), its placement still 4.
+        let spec = objects::gang_spec(&elastic("first", 2, false), |_| None).expect("spec");
+        let mut b = Admission::new(Settings::default());
+        for i in 0..2 {
+            let (n, g) = node(&format!("gpu-{i}"));
+            b.node_applied(&n);
+            b.gpunode_applied(&g);
+        }
+        b.jobset_applied(&elastic("first", 2, false));
+        b.gang_applied(&gang_object("first", spec, Some(admitted)), at(3));
+        let r = b.tick(at(3));
+        assert!(spec_writes(&r).is_empty());
+        store_all(&mut b, &r);
+        assert_eq!(stored_slots(&b, "first").iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            b.model().reservation(&GangKey::new("ml", "first")).map(|r| r.values().map(|x| x.gpus).sum::<u32>()),
+            Some(8)
+        );
     }
 
     #[test]

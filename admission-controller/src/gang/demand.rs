@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use muster_api::gang::GangSpec;
+use muster_api::gang::{GangSpec, SlotPlacement};
 use muster_api::keys::{GPU_RESOURCE, NAMESPACED_JOB, NO_SCHEDULE_TAINT};
 
 use super::{GangKey, Resources};
@@ -300,6 +300,46 @@ impl PodSetDemand {
 impl GangDemand {
     pub fn total_pods(&self) -> u32 {
         self.pod_sets.iter().map(PodSetDemand::pods).fold(0, u32::saturating_add)
+    }
+
+    /// Whether the gang has pod `pod_index` of Job `job_index` in pod set `pod_set`.
+    pub fn has_slot(&self, pod_set: &str, job_index: i32, pod_index: i32) -> bool {
+        let within = |i: i32, n: u32| u32::try_from(i).is_ok_and(|i| i < n);
+        self.pod_sets
+            .iter()
+            .any(|p| p.name == pod_set && within(job_index, p.jobs) && within(pod_index, p.pods_per_job))
+    }
+
+    /// The gang's pods that `slots` (all of them the gang's, none twice) leave out, as slots without a node, in
+    /// release order.
+    pub fn missing_slots(&self, slots: &[SlotPlacement]) -> Vec<SlotPlacement> {
+        if slots.len() as u64 >= u64::from(self.total_pods()) {
+            return Vec::new();
+        }
+        let placed: std::collections::HashSet<(&str, i32, i32)> =
+            slots.iter().map(|s| (s.pod_set.as_str(), s.job_index, s.pod_index)).collect();
+        let mut missing = Vec::new();
+        for ps in &self.pod_sets {
+            for job in 0..i32::try_from(ps.jobs).unwrap_or(i32::MAX) {
+                for pod in 0..i32::try_from(ps.pods_per_job).unwrap_or(i32::MAX) {
+                    if !placed.contains(&(ps.name.as_str(), job, pod)) {
+                        missing.push(SlotPlacement {
+                            pod_set: ps.name.clone(),
+                            job_index: job,
+                            pod_index: pod,
+                            node: String::new(),
+                        });
+                    }
+                }
+            }
+        }
+        missing
+    }
+
+    /// Puts `slots` in release order: pod set as in the demand, then Job, then pod index.
+    pub fn sort_slots(&self, slots: &mut [SlotPlacement]) {
+        let rank = |s: &SlotPlacement| self.pod_sets.iter().position(|p| p.name == s.pod_set).unwrap_or(usize::MAX);
+        slots.sort_by_cached_key(|s| (rank(s), s.job_index, s.pod_index));
     }
 
     pub fn total_gpus(&self) -> u64 {

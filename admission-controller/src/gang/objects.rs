@@ -59,6 +59,35 @@ pub fn followed_spec(previous: &GangSpec, current: &GangSpec) -> GangSpec {
     spec
 }
 
+/// The Gang spec of an admitted or running gang whose JobSet now asks for `current`, when the only change is the
+/// number of pods per Job: upstream's `ElasticJobSet` gate lets a running JobSet's Indexed ReplicatedJobs change
+/// parallelism (with completions equal to it), and the reconciler scales the Jobs in place. `None` when nothing
+/// changed, or when anything else did: a running JobSet's templates cannot change, so such a difference is not
+/// something the running pods follow.
+pub fn scaled_spec(previous: &GangSpec, current: &GangSpec) -> Option<GangSpec> {
+    let current = followed_spec(previous, current);
+    if current.pod_sets.len() != previous.pod_sets.len() {
+        return None;
+    }
+    let mut scaled = previous.clone();
+    for (ps, now) in scaled.pod_sets.iter_mut().zip(&current.pod_sets) {
+        let same_but_pods = PodSet { pods_per_job: ps.pods_per_job, ..now.clone() };
+        if same_but_pods != *ps {
+            return None;
+        }
+        ps.pods_per_job = now.pods_per_job;
+    }
+    if scaled.pod_sets == previous.pod_sets {
+        return None;
+    }
+    scaled.total_gpus = scaled.pod_sets.iter().fold(0i64, |total, ps| {
+        total.saturating_add(
+            i64::from(ps.jobs.max(0)).saturating_mul(i64::from(ps.pods_per_job.max(0))).saturating_mul(ps.gpus_per_pod),
+        )
+    });
+    Some(scaled)
+}
+
 fn pod_spec_of(rjob: &muster_api::jobset::ReplicatedJob) -> Option<&PodSpec> {
     rjob.template.spec.as_ref()?.template.spec.as_ref()
 }
@@ -332,6 +361,45 @@ mod tests {
         assert_eq!(selector, [("pool", "a100"), ("zone", "z1")], "the JobSet's value wins, no key is removed");
         assert_eq!(ps.tolerations, [toleration("y"), toleration("x")]);
         assert_eq!(followed_spec(&followed, &current), followed, "following again changes nothing");
+    }
+
+    #[test]
+    fn a_scaled_spec_takes_the_new_pod_counts_and_nothing_else() {
+        let pod_set = |name: &str, pods: i32| PodSet {
+            name: name.into(),
+            jobs: 2,
+            pods_per_job: pods,
+            gpus_per_pod: 8,
+            ..PodSet::default()
+        };
+        let previous = GangSpec {
+            queue: "a".into(),
+            pod_sets: vec![pod_set("leader", 1), pod_set("workers", 4)],
+            total_gpus: 80,
+            ..GangSpec::default()
+        };
+        let grown = GangSpec { pod_sets: vec![pod_set("leader", 1), pod_set("workers", 6)], ..previous.clone() };
+        let scaled = scaled_spec(&previous, &grown).expect("scaled");
+        assert_eq!(scaled.pod_sets, grown.pod_sets);
+        assert_eq!(scaled.total_gpus, 2 * 8 + 2 * 6 * 8);
+        assert_eq!(scaled_spec(&scaled, &grown), None, "nothing changed");
+        let shrunk = GangSpec {
+            queue: "b".into(),
+            pod_sets: vec![pod_set("leader", 1), pod_set("workers", 1)],
+            ..previous.clone()
+        };
+        let scaled = scaled_spec(&previous, &shrunk).expect("scaled");
+        assert_eq!((scaled.queue.as_str(), scaled.total_gpus), ("a", 32), "the queue of a running gang stays");
+        let other_gpus = GangSpec {
+            pod_sets: vec![pod_set("leader", 1), PodSet { gpus_per_pod: 4, ..pod_set("workers", 6) }],
+            ..previous.clone()
+        };
+        assert_eq!(scaled_spec(&previous, &other_gpus), None, "templates of running Jobs do not change");
+        let more_jobs = GangSpec {
+            pod_sets: vec![pod_set("leader", 1), PodSet { jobs: 3, ..pod_set("workers", 4) }],
+            ..previous.clone()
+        };
+        assert_eq!(scaled_spec(&previous, &more_jobs), None, "replicas are not elastic upstream");
     }
 
     #[test]

@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let mutation = GangMutation { scheduler_name: Some(SCHEDULER_NAME.to_owned()) };
-    let admission = InProcessAdmission::start_with(client.clone(), Settings::default(), mutation)
+    let admission = InProcessAdmission::start_with(client.clone(), Settings::default(), mutation, Default::default())
         .await
         .map_err(|e| anyhow::anyhow!("starting admission: {e}"))?;
     let reconciler = InProcessReconciler::start(client.clone(), muster_reconciler::plan::FeatureGates::default());
