@@ -591,15 +591,20 @@ impl Admission {
         keys.sort();
         for key in keys {
             let Some(t) = self.gangs.get_mut(&key) else { continue };
+            // The pod counts are the JobSet's (the reconciler scales the Jobs to them); the rest is the Gang's spec
+            // as last seen. A stale watch event of the Gang may have set the demand to an older spec: it is set
+            // back here, before any slot moves.
             let current = self.jobsets.get(&key).and_then(|js| js.spec.as_ref().ok());
-            if let Some(spec) = current.and_then(|c| objects::scaled_spec(&t.spec, c)) {
-                if t.spec_sent.as_ref() != Some(&spec) {
-                    t.spec_sent = Some(spec.clone());
-                    report.actions.push(Action::UpdateGangSpec { key: key.clone(), spec: Box::new(spec.clone()) });
-                }
-                if let Ok(demand) = GangDemand::from_spec(key.clone(), &spec) {
-                    t.demand = Ok(demand);
-                }
+            let scaled = current.and_then(|c| objects::scaled_spec(&t.spec, c));
+            let target = scaled.as_ref().unwrap_or(&t.spec);
+            if scaled.is_some() && t.spec_sent.as_ref() != Some(target) {
+                t.spec_sent = Some(target.clone());
+                report.actions.push(Action::UpdateGangSpec { key: key.clone(), spec: Box::new(target.clone()) });
+            }
+            if !t.demand.as_ref().is_ok_and(|d| d.counts_match(target))
+                && let Ok(demand) = GangDemand::from_spec(key.clone(), target)
+            {
+                t.demand = Ok(demand);
             }
             let Ok(demand) = &t.demand else { continue };
             let (kept, extra): (Vec<SlotPlacement>, Vec<SlotPlacement>) = t
@@ -1499,6 +1504,112 @@ mod tests {
             b.model().reservation(&GangKey::new("ml", "first")).map(|r| r.values().map(|x| x.gpus).sum::<u32>()),
             Some(8)
         );
+    }
+
+    /// What must hold after every tick, whatever was scaled: an admitted gang's slots are its own pods, each once;
+    /// the model reserves exactly what they ask; no node gives out more GPUs than it has.
+    fn check_scaling_invariants(a: &Admission, names: &[String]) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prop_assert_eq;
+        for name in names {
+            let key = GangKey::new("ml", name);
+            let (Some(t), Some(status)) = (a.gangs.get(&key), a.stored(&key)) else { continue };
+            if !matches!(status.phase, GangPhase::Admitted | GangPhase::Running) {
+                continue;
+            }
+            let Ok(demand) = &t.demand else { continue };
+            let mut seen = BTreeSet::new();
+            for s in &status.placement {
+                proptest::prop_assert!(demand.has_slot(&s.pod_set, s.job_index, s.pod_index), "{name}: {s:?}");
+                proptest::prop_assert!(seen.insert((s.job_index, s.pod_index)), "{name}: {s:?} twice");
+            }
+            let per_node =
+                per_node_of(demand, &status.placement).map_err(proptest::test_runner::TestCaseError::fail)?;
+            prop_assert_eq!(a.model().reservation(&key), Some(&per_node), "{}", name);
+        }
+        let mut gpus: BTreeMap<&str, u32> = BTreeMap::new();
+        for (_, per_node) in a.model().reservations() {
+            for (node, r) in per_node {
+                *gpus.entry(node.as_str()).or_default() += r.gpus;
+            }
+        }
+        proptest::prop_assert!(gpus.values().all(|&g| g <= 8), "over-committed: {gpus:?}");
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..proptest::test_runner::Config::default() })]
+
+        /// Gangs of 4-GPU pods on three 8-GPU nodes, scaled up and down at random while others finish: the slots
+        /// always match the demand as far as room allows, and once every other gang is gone, every pod of the
+        /// survivor has a slot.
+        #[test]
+        fn scaling_keeps_slots_and_reservations_consistent(
+            sizes in proptest::collection::vec(1i32..=4, 2..=4),
+            steps in proptest::collection::vec((0usize..4, 1i32..=6, proptest::bool::ANY, 0u8..3), 1..12),
+        ) {
+            let names: Vec<String> = (0..sizes.len()).map(|i| format!("g{i}")).collect();
+            let jobsets: Vec<JobSet> = names.iter().zip(&sizes).map(|(n, &p)| elastic(n, p, true)).collect();
+            let mut a = admission(3, &jobsets);
+            let mut now = 2;
+            let mut finished = BTreeSet::new();
+            // Gang spec writes not yet seen by the watch, oldest first.
+            let mut unseen: Vec<(String, GangSpec)> = Vec::new();
+            let tick = |a: &mut Admission,
+                        now: &mut u64,
+                        unseen: &mut Vec<(String, GangSpec)>|
+             -> Result<(), proptest::test_runner::TestCaseError> {
+                let r = a.tick(at(*now));
+                store_all(a, &r);
+                unseen.extend(spec_writes(&r).into_iter().map(|(k, spec)| (k.trim_start_matches("ml/").to_owned(), spec)));
+                *now += 1;
+                check_scaling_invariants(a, &names)?;
+                Ok(())
+            };
+            tick(&mut a, &mut now, &mut unseen)?;
+            let mut sizes = sizes.clone();
+            for (gang, pods, finish, seen) in steps {
+                // The watch shows some of the written specs, in order, possibly long after newer ones were written.
+                for _ in 0..seen {
+                    let Some((name, spec)) = (!unseen.is_empty()).then(|| unseen.remove(0)) else { break };
+                    let status = a.stored(&GangKey::new("ml", &name)).cloned();
+                    a.gang_applied(&gang_object(&name, spec, status), at(now));
+                }
+                let gang = gang % names.len();
+                if finished.contains(&gang) {
+                    continue;
+                }
+                let admitted = a.stored(&GangKey::new("ml", &names[gang])).is_some_and(|s| {
+                    matches!(s.phase, GangPhase::Admitted | GangPhase::Running)
+                });
+                if finish && gang != 0 {
+                    let mut done = elastic(&names[gang], sizes[gang], false);
+                    done.status = serde_json::from_value(json!({"conditions": [{"type": "Completed", "status": "True",
+                        "reason": "AllJobsCompleted", "message": "jobset completed successfully",
+                        "lastTransitionTime": "2027-01-01T00:00:00Z"}]})).expect("status");
+                    a.jobset_applied(&done);
+                    finished.insert(gang);
+                } else if admitted {
+                    // Only a running JobSet scales (a suspended one is a waiting gang, which follows as before).
+                    sizes[gang] = pods;
+                    a.jobset_applied(&elastic(&names[gang], pods, false));
+                }
+                tick(&mut a, &mut now, &mut unseen)?;
+            }
+            // Everyone but g0 finishes: if g0 was admitted, all of its pods (at most 6 of 4 GPUs, on 24) get slots.
+            for gang in 1..names.len() {
+                let mut done = elastic(&names[gang], sizes[gang], false);
+                done.status = serde_json::from_value(json!({"conditions": [{"type": "Completed", "status": "True",
+                    "reason": "AllJobsCompleted", "message": "jobset completed successfully",
+                    "lastTransitionTime": "2027-01-01T00:00:00Z"}]})).expect("status");
+                a.jobset_applied(&done);
+            }
+            tick(&mut a, &mut now, &mut unseen)?;
+            tick(&mut a, &mut now, &mut unseen)?;
+            let g0 = a.stored(&GangKey::new("ml", "g0")).cloned().unwrap_or_default();
+            if matches!(g0.phase, GangPhase::Admitted | GangPhase::Running) {
+                proptest::prop_assert_eq!(g0.placement.len(), usize::try_from(sizes[0]).unwrap_or(0), "{:?}", g0.reason);
+            }
+        }
     }
 
     #[test]

@@ -302,6 +302,16 @@ impl GangDemand {
         self.pod_sets.iter().map(PodSetDemand::pods).fold(0, u32::saturating_add)
     }
 
+    /// Whether `spec` has the same pod sets with the same numbers of Jobs and pods (what scaling changes).
+    pub fn counts_match(&self, spec: &GangSpec) -> bool {
+        self.pod_sets.len() == spec.pod_sets.len()
+            && self.pod_sets.iter().zip(&spec.pod_sets).all(|(d, s)| {
+                d.name == s.name
+                    && i32::try_from(d.jobs).is_ok_and(|j| j == s.jobs)
+                    && i32::try_from(d.pods_per_job).is_ok_and(|p| p == s.pods_per_job)
+            })
+    }
+
     /// Whether the gang has pod `pod_index` of Job `job_index` in pod set `pod_set`.
     pub fn has_slot(&self, pod_set: &str, job_index: i32, pod_index: i32) -> bool {
         let within = |i: i32, n: u32| u32::try_from(i).is_ok_and(|i| i < n);
