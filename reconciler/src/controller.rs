@@ -17,12 +17,13 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use muster_api::JobSet;
+use muster_api::gang::{Gang, GangPhase};
 use muster_api::keys;
 use serde_json::json;
 
 use crate::metrics::{ErrorLabels, JobSetLabels, Metrics};
 use crate::own_writes::OwnWrites;
-use crate::plan::{self, Action, EventType, FeatureGates, Finish, Input};
+use crate::plan::{self, Action, EventType, FeatureGates, Finish, Input, PlacedPods};
 
 /// Field manager and event reporter of the controller.
 pub const CONTROLLER_NAME: &str = "jobset-controller";
@@ -74,6 +75,8 @@ pub struct Context {
     jobs: Store<Job>,
     /// Metadata of the Services JobSets own.
     services: Store<PartialObjectMeta<Service>>,
+    /// Gangs, with their status only: how far a gang's Jobs may grow (see [`Input::placed`]).
+    gangs: Store<Gang>,
     own_writes: Mutex<OwnWrites>,
 }
 
@@ -123,12 +126,24 @@ pub async fn run(
             .modify(|service| service.managed_fields_mut().clear())
             .reflect(service_writer)
             .touched_objects();
+    // Gangs: a placement written by admission lets a scaled-up gang's Jobs grow, so it triggers the JobSet of the
+    // same name. Without the Gang CRD (the reconciler alone, no gang admission) the watch only retries.
+    let (gangs, gang_writer) = reflector::store::<Gang>();
+    let gang_stream = watcher(Api::<Gang>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|gang| {
+            gang.managed_fields_mut().clear();
+            gang.spec = Default::default();
+        })
+        .reflect(gang_writer)
+        .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
     let own_writes = Mutex::new(OwnWrites::default());
-    let ctx = Arc::new(Context { client: client.clone(), recorder, metrics, gates, jobs, services, own_writes });
+    let ctx = Arc::new(Context { client: client.clone(), recorder, metrics, gates, jobs, services, gangs, own_writes });
     Controller::new(Api::<JobSet>::all(client), watcher::Config::default().any_semantic())
         .owns_stream(job_stream)
         .owns_stream(service_stream)
+        .watches_stream(gang_stream, |gang| gang.namespace().map(|ns| ObjectRef::new(&gang.name_any()).within(&ns)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -138,6 +153,18 @@ pub async fn run(
             future::ready(())
         })
         .await;
+}
+
+/// The pods per Job an admitted or running gang has slots for; none for a gang in any other phase.
+fn placed_pods(gang: Option<&Gang>) -> PlacedPods {
+    let mut placed = PlacedPods::new();
+    let Some(status) = gang.and_then(|g| g.status.as_ref()) else { return placed };
+    if matches!(status.phase, GangPhase::Admitted | GangPhase::Running) {
+        for slot in &status.placement {
+            *placed.entry((slot.pod_set.clone(), slot.job_index)).or_default() += 1;
+        }
+    }
+    placed
 }
 
 /// Whether a watch event is about a JobSet-owned object (stream markers pass).
@@ -187,8 +214,21 @@ async fn reconcile_inner(jobset: &JobSet, ctx: &Context) -> Result<Requeue, Erro
     // which is ignored, so it is left alone either way.
     let service_exists = ctx.services.get(&ObjectRef::new(family.subdomain()).within(&namespace)).is_some();
 
+    // A gang-admitted JobSet's Jobs grow only as far as its Gang's slots; with no Gang seen yet, not at all.
+    let placed = jobset.annotations().contains_key(keys::ADMISSION_OWNS_SUSPEND).then(|| {
+        let gang = ctx.gangs.get(&ObjectRef::new(&jobset.name_any()).within(&namespace));
+        placed_pods(gang.as_deref())
+    });
+
     // plan
-    let plan = plan::plan(Input { jobset, jobs: &owned, service_exists, now: Timestamp::now(), gates: ctx.gates })?;
+    let plan = plan::plan(Input {
+        jobset,
+        jobs: &owned,
+        service_exists,
+        now: Timestamp::now(),
+        gates: ctx.gates,
+        placed: placed.as_ref(),
+    })?;
 
     // apply
     for action in &plan.actions {

@@ -47,7 +47,10 @@ fn crd(name: &str) -> PathBuf {
 }
 
 fn cluster_config() -> ClusterConfig {
-    let mut config = ClusterConfig::full().crd(crd("muster.dev_gangs.yaml")).crd(crd("muster.dev_gpunodes.yaml"));
+    let mut config = ClusterConfig::full()
+        .crd(crd("jobset.x-k8s.io_jobsets.yaml"))
+        .crd(crd("muster.dev_gangs.yaml"))
+        .crd(crd("muster.dev_gpunodes.yaml"));
     for n in NODES {
         config = config.node(FakeNode::new(n).gpus(8));
     }
@@ -468,4 +471,82 @@ async fn pod_pinning_steers_gang_pods_with_the_stock_scheduler() {
     assert_eq!(bound_node(&pods, &queued).await, FREE_NODE);
     reflector.abort();
     drop(server);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The whole chain: admission, reconciler, webhooks and extender
+// ---------------------------------------------------------------------------------------------------------------
+
+/// `ElasticJobSet` scale-up of a running gang with the extender. A pod created before its slot exists is turned
+/// away, and once other nodes have also refused it (full), kube-scheduler does not try it again when the slot
+/// appears, only at its five-minute flush. So the reconciler grows a gang's Job only as far as its Gang's slots:
+/// with admission down, the Job keeps its pods; once admission places the added pod, the Job grows and the pod lands
+/// on its slot's node at the first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_pod_of_a_scaled_gang_lands_on_its_new_slot() {
+    use muster_admission::admission::state::Settings;
+    use muster_admission::webhook::jobset::gang::GangMutation;
+    use muster_api::JobSet;
+    use muster_tests::{InProcessAdmission, InProcessReconciler, gang_in};
+
+    let _serial = serial().await;
+    let ExtenderCluster { cluster, watches, _heartbeats, _server, .. } = extender_cluster().await;
+    let ns = cluster.namespace("extender-elastic").await.expect("namespace");
+    let client = ns.client();
+    let reconciler_gates = muster_reconciler::plan::FeatureGates { elastic_jobset: true, ..Default::default() };
+    let _reconciler = InProcessReconciler::start(client.clone(), reconciler_gates);
+    let mutation = GangMutation { scheduler_name: Some(SCHEDULER_NAME.to_owned()) };
+    let webhook_gates = muster_admission::FeatureGates { elastic_jobset: true, ..Default::default() };
+    let mut admission = InProcessAdmission::start_with(client.clone(), Settings::default(), mutation, webhook_gates)
+        .await
+        .expect("admission");
+    let jobset: JobSet = serde_json::from_value(json!({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+        "metadata": {"name": "elastic"}, "spec": {"replicatedJobs": [{"name": "workers", "replicas": 1,
+            "template": {"spec": {"parallelism": 2, "completions": 2, "completionMode": "Indexed", "backoffLimit": 0,
+                "template": {"metadata": {"annotations": {"muster.dev/test-duration": "1h"}},
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "train",
+                        "image": "registry.invalid/train:never-pulled",
+                        "resources": {"limits": {"nvidia.com/gpu": 8}}}]}}}}}]}}))
+    .expect("JobSet");
+    let jobsets: Api<JobSet> = ns.api();
+    jobsets.create(&PostParams::default(), &jobset).await.expect("create");
+    eventually("running", WAIT, || gang_in(&ns, "elastic", &[GangPhase::Running])).await.expect("running");
+
+    // Admission is down when the JobSet scales: its slot comes late, as after a restart or a slow round.
+    admission.crash();
+    eventually("scaled", WAIT, || async {
+        let mut js = jobsets.get("elastic").await.map_err(|e| e.to_string())?;
+        let job = js.spec.replicated_jobs[0].template.spec.as_mut().ok_or("no Job template")?;
+        (job.parallelism, job.completions) = (Some(3), Some(3));
+        jobsets.replace("elastic", &PostParams::default(), &js).await.map(drop).map_err(|e| e.to_string())
+    })
+    .await
+    .expect("scaled");
+    let pods: Api<Pod> = ns.api();
+    let third = ListParams::default().labels("batch.kubernetes.io/job-completion-index=2");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = ns.api::<Job>().get("elastic-workers-0").await.expect("Job");
+    assert_eq!(job.spec.and_then(|s| s.parallelism), Some(2), "no slot for a third pod: the Job does not grow");
+    assert!(pods.list(&third).await.expect("pods").items.is_empty());
+    admission.restart_controller();
+    let grown = eventually("a slot for the added pod", WAIT, || async {
+        let s = gang_in(&ns, "elastic", &[GangPhase::Admitted, GangPhase::Running]).await?;
+        if s.placement.len() == 3 { Ok(s) } else { Err(format!("{:?}", s.reason)) }
+    })
+    .await
+    .expect("grown");
+    let slot = grown.placement.iter().find(|s| s.pod_index == 2).map(|s| s.node.clone()).expect("slot of pod 2");
+    let added = eventually("the added pod", WAIT, || async {
+        let list = pods.list(&third).await.map_err(|e| e.to_string())?;
+        list.items.first().map(ResourceExt::name_any).ok_or_else(|| "not created".to_owned())
+    })
+    .await
+    .expect("added pod");
+    assert_eq!(bound_node(&pods, &added).await, slot, "the added pod is on its slot's node");
+    let events: Api<Event> = ns.api();
+    let refused = events.list(&ListParams::default()).await.expect("events").items.into_iter().any(|e| {
+        e.involved_object.name.as_deref() == Some(added.as_str()) && e.reason.as_deref() == Some("FailedScheduling")
+    });
+    assert!(!refused, "the added pod was created after its slot, and never turned away");
+    watches.abort();
 }

@@ -575,8 +575,9 @@ impl Admission {
     /// running JobSet's Indexed ReplicatedJobs change parallelism; the reconciler scales the Jobs in place). Pods
     /// beyond the new count give their slots back at once. Added pods get slots on the free room outside the
     /// nodes held for queue heads, the gang's other slots staying where they are, as when slots move off a dead
-    /// GPU. Added pods that find no room wait, without slots (the extender and the pod webhook have nowhere to put
-    /// them), and are tried again every tick; meanwhile the gang counts as ready with its placed pods ready.
+    /// GPU. Added pods that find no room wait for it, tried again every tick. The reconciler grows a gang's Jobs
+    /// only as far as their slots go, so such pods do not exist yet, and the gang counts as ready with its placed
+    /// pods ready.
     ///
     /// The slots follow from the demand and the placement alone, so a restart between the spec write and the
     /// status write finishes the change. Nothing else of a running gang's demand changes.
@@ -607,16 +608,14 @@ impl Admission {
                 t.demand = Ok(demand);
             }
             let Ok(demand) = &t.demand else { continue };
-            let (kept, extra): (Vec<SlotPlacement>, Vec<SlotPlacement>) = t
-                .desired
-                .placement
-                .iter()
-                .cloned()
-                .partition(|s| demand.has_slot(&s.pod_set, s.job_index, s.pod_index));
-            let missing = demand.missing_slots(&kept);
-            if extra.is_empty() && missing.is_empty() {
+            // Every tick, for every admitted gang: the common case (nothing scaled) allocates nothing.
+            let is_slot = |s: &SlotPlacement| demand.has_slot(&s.pod_set, s.job_index, s.pod_index);
+            let placement = &t.desired.placement;
+            if placement.len() == demand.total_pods() as usize && placement.iter().all(is_slot) {
                 continue;
             }
+            let (kept, extra): (Vec<SlotPlacement>, Vec<SlotPlacement>) = placement.iter().cloned().partition(is_slot);
+            let missing = demand.missing_slots(&kept);
             let mut done = Vec::new();
             if !extra.is_empty() {
                 let Some(before) = self.model.reservation(&key).cloned() else { continue };

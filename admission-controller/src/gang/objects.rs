@@ -65,6 +65,14 @@ pub fn followed_spec(previous: &GangSpec, current: &GangSpec) -> GangSpec {
 /// changed, or when anything else did: a running JobSet's templates cannot change, so such a difference is not
 /// something the running pods follow.
 pub fn scaled_spec(previous: &GangSpec, current: &GangSpec) -> Option<GangSpec> {
+    // Asked every tick for every admitted gang: the common case (same counts) allocates nothing.
+    let same_counts = |a: &GangSpec, b: &GangSpec| {
+        a.pod_sets.len() == b.pod_sets.len()
+            && a.pod_sets.iter().zip(&b.pod_sets).all(|(x, y)| x.pods_per_job == y.pods_per_job)
+    };
+    if same_counts(previous, current) {
+        return None;
+    }
     let current = followed_spec(previous, current);
     if current.pod_sets.len() != previous.pod_sets.len() {
         return None;

@@ -34,7 +34,7 @@ pub fn label<'j>(job: &'j Job, key: &str) -> Option<&'j str> {
     job.metadata.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-fn label_int(job: &Job, key: &str) -> Option<i32> {
+pub fn label_int(job: &Job, key: &str) -> Option<i32> {
     label(job, key)?.parse().ok()
 }
 

@@ -42,7 +42,13 @@ pub struct Input<'a> {
     pub service_exists: bool,
     pub now: Timestamp,
     pub gates: FeatureGates,
+    /// For a gang-admitted JobSet: the pods per Job that admission has placed (its Gang's slots, by ReplicatedJob
+    /// and Job index). `None` when admission does not manage it, or its Gang is not known yet.
+    pub placed: Option<&'a PlacedPods>,
 }
+
+/// Pods with a slot, per (ReplicatedJob name, Job index).
+pub type PlacedPods = std::collections::BTreeMap<(String, i32), i32>;
 
 /// A change to make in the cluster, in the order the plan lists them.
 #[derive(Clone, Debug, PartialEq)]
@@ -324,12 +330,24 @@ fn scale_active_jobs(p: &mut Planner<'_>, buckets: &Buckets<'_>) {
             continue;
         };
         let spec = job.spec.as_ref();
-        if parallelism == completions
-            && (spec.and_then(|s| s.parallelism) != Some(parallelism)
-                || spec.and_then(|s| s.completions) != Some(completions))
+        if parallelism != completions {
+            continue;
+        }
+        // A gang's Job grows only as far as admission has placed its pods. A pod created before its slot exists
+        // is turned away (by the extender, or refused by the pod webhook), and the scheduler may not try it again
+        // for minutes once the slot appears; admission places the added pods in a second at most, or says in the
+        // Gang's status that they wait for room. Shrinking needs no slot and goes at once.
+        let current = spec.and_then(|s| s.parallelism).unwrap_or(parallelism);
+        let scaled = match (p.input.placed, jobs::label_int(job, JOB_INDEX)) {
+            (Some(placed), Some(index)) if parallelism > current => {
+                placed.get(&(rjob.name.clone(), index)).copied().unwrap_or(0).clamp(current, parallelism)
+            }
+            _ => parallelism,
+        };
+        if (spec.and_then(|s| s.parallelism) != Some(scaled) || spec.and_then(|s| s.completions) != Some(scaled))
             && let Some(name) = job.metadata.name.clone()
         {
-            p.plan.actions.push(Action::ScaleJob { name, parallelism, completions });
+            p.plan.actions.push(Action::ScaleJob { name, parallelism: scaled, completions: scaled });
         }
     }
 }

@@ -89,7 +89,7 @@ fn run(js: &JobSet, jobs: &[Job]) -> Plan {
 }
 
 fn run_with(js: &JobSet, jobs: &[Job], gates: FeatureGates) -> Plan {
-    plan(Input { jobset: js, jobs, service_exists: true, now: at(100), gates }).expect("plans")
+    plan(Input { jobset: js, jobs, service_exists: true, now: at(100), gates, placed: None }).expect("plans")
 }
 
 fn created(plan: &Plan) -> Vec<String> {
@@ -182,9 +182,15 @@ fn creates_the_headless_service_only_when_missing_and_dns_enabled() {
         1,
         json!({"network": {"enableDNSHostnames": true, "subdomain": "mesh", "publishNotReadyAddresses": false}}),
     );
-    let first =
-        plan(Input { jobset: &js, jobs: &[], service_exists: false, now: at(0), gates: FeatureGates::default() })
-            .expect("plans");
+    let first = plan(Input {
+        jobset: &js,
+        jobs: &[],
+        service_exists: false,
+        now: at(0),
+        gates: FeatureGates::default(),
+        placed: None,
+    })
+    .expect("plans");
     let Some(Action::CreateService(svc)) = first.actions.iter().find(|a| matches!(a, Action::CreateService(_))) else {
         panic!("no service")
     };
@@ -203,6 +209,7 @@ fn creates_the_headless_service_only_when_missing_and_dns_enabled() {
         service_exists: false,
         now: at(0),
         gates: FeatureGates::default(),
+        placed: None,
     })
     .expect("plans");
     assert!(!bare.actions.iter().any(|a| matches!(a, Action::CreateService(_))));
@@ -425,8 +432,14 @@ fn restart_job_needs_its_gate_and_counts_per_index() {
         jobset(2, json!({"failurePolicy": {"maxRestarts": 3, "rules": [{"name": "one", "action": "RestartJob"}]}}));
     let with_gate = children::build_job(&children::Family::new(&js), &Default::default(), 1, 1, false, true);
     let jobs = vec![failed(with_gate, "BackoffLimitExceeded", "", 1)];
-    let err =
-        plan(Input { jobset: &js, jobs: &jobs, service_exists: true, now: at(0), gates: FeatureGates::default() });
+    let err = plan(Input {
+        jobset: &js,
+        jobs: &jobs,
+        service_exists: true,
+        now: at(0),
+        gates: FeatureGates::default(),
+        placed: None,
+    });
     assert_eq!(err, Err(PlanError::RestartJobGateDisabled("RestartJob")));
 
     let gates = FeatureGates { restart_job: true, ..FeatureGates::default() };
@@ -726,6 +739,40 @@ fn elastic_jobset_scales_active_jobs_to_the_template() {
         [&Action::ScaleJob { name: "train-workers-0".into(), parallelism: 4, completions: 4 }]
     );
     assert!(!run(&js, &jobs).actions.iter().any(|a| matches!(a, Action::ScaleJob { .. })), "gate off");
+}
+
+#[test]
+fn a_gangs_jobs_grow_only_as_far_as_their_pods_have_slots_and_shrink_at_once() {
+    let mut js = gang(jobset(1, json!({})));
+    let jobs = all_jobs(&js, ready);
+    let scale_to = |js: &mut JobSet, pods: i32| {
+        if let Some(spec) = js.spec.replicated_jobs[1].template.spec.as_mut() {
+            (spec.parallelism, spec.completions) = (Some(pods), Some(pods));
+        }
+    };
+    let gates = FeatureGates { elastic_jobset: true, ..FeatureGates::default() };
+    let scaled = |js: &JobSet, placed: &PlacedPods| -> Vec<(String, i32)> {
+        let input = Input { jobset: js, jobs: &jobs, service_exists: true, now: at(100), gates, placed: Some(placed) };
+        plan(input)
+            .expect("plans")
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::ScaleJob { name, parallelism, completions } if parallelism == completions => {
+                    Some((name, parallelism))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let slots = |n: i32| PlacedPods::from([(("leader".to_owned(), 0), 1), (("workers".to_owned(), 0), n)]);
+    scale_to(&mut js, 4);
+    assert!(scaled(&js, &slots(2)).is_empty(), "no slot for the added pods yet: the Job keeps its 2 pods");
+    assert!(scaled(&js, &PlacedPods::new()).is_empty(), "no Gang seen yet");
+    assert_eq!(scaled(&js, &slots(3)), [("train-workers-0".to_owned(), 3)], "as far as the slots go");
+    assert_eq!(scaled(&js, &slots(4)), [("train-workers-0".to_owned(), 4)]);
+    scale_to(&mut js, 1);
+    assert_eq!(scaled(&js, &slots(2)), [("train-workers-0".to_owned(), 1)], "shrinking needs no slot");
 }
 
 #[test]
