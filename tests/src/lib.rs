@@ -42,7 +42,7 @@ pub use components::{
     InProcessAdmission, InProcessReconciler, RECONCILER_BIN_ENV, ReconcilerProcess, free_loopback_port, metric_value,
     publish_gpu_node,
 };
-pub use gangs::{gang_in, gang_status};
+pub use gangs::{edit_jobset, gang_in, gang_status};
 pub use manifests::{load_yaml_documents, yaml_files_in};
 pub use nodes::{FAKE_NODE_LABEL, FakeNode, GPU_RESOURCE};
 pub use shared::{ClusterLease, LogsOnPanic, SharedCluster, TestNamespace, serial};

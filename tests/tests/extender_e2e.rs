@@ -487,7 +487,7 @@ async fn an_added_pod_of_a_scaled_gang_lands_on_its_new_slot() {
     use muster_admission::admission::state::Settings;
     use muster_admission::webhook::jobset::gang::GangMutation;
     use muster_api::JobSet;
-    use muster_tests::{InProcessAdmission, InProcessReconciler, gang_in};
+    use muster_tests::{InProcessAdmission, InProcessReconciler, edit_jobset, gang_in};
 
     let _serial = serial().await;
     let ExtenderCluster { cluster, watches, _heartbeats, _server, .. } = extender_cluster().await;
@@ -514,11 +514,10 @@ async fn an_added_pod_of_a_scaled_gang_lands_on_its_new_slot() {
 
     // Admission is down when the JobSet scales: its slot comes late, as after a restart or a slow round.
     admission.crash();
-    eventually("scaled", WAIT, || async {
-        let mut js = jobsets.get("elastic").await.map_err(|e| e.to_string())?;
-        let job = js.spec.replicated_jobs[0].template.spec.as_mut().ok_or("no Job template")?;
-        (job.parallelism, job.completions) = (Some(3), Some(3));
-        jobsets.replace("elastic", &PostParams::default(), &js).await.map(drop).map_err(|e| e.to_string())
+    edit_jobset(&ns, "elastic", |js| {
+        if let Some(job) = js.spec.replicated_jobs[0].template.spec.as_mut() {
+            (job.parallelism, job.completions) = (Some(3), Some(3));
+        }
     })
     .await
     .expect("scaled");

@@ -23,8 +23,8 @@ use muster_api::gpunode::GPUNode;
 use muster_api::keys;
 use muster_reconciler::plan::FeatureGates;
 use muster_tests::{
-    ClusterConfig, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, eventually, gang_in,
-    gang_status, publish_gpu_node,
+    ClusterConfig, InProcessAdmission, InProcessReconciler, SharedCluster, TestNamespace, edit_jobset, eventually,
+    gang_in, gang_status, publish_gpu_node,
 };
 use serde_json::{Value, json};
 
@@ -394,10 +394,8 @@ async fn a_suspended_jobsets_new_node_selector_reaches_its_gang_and_it_is_admitt
     assert!(waiting.reason.unwrap_or_default().contains(&format!("{HOSTNAME}=gpu-9")));
     // Upstream lets a suspended JobSet's nodeSelector change (as Kueue does); the Gang follows, and the gang runs
     // where the new selector points (resuming merges the new value into the Job, whose pods then go there).
-    let mut js = ns.api::<JobSet>().get("picky").await.expect("picky");
-    assert!(js.suspended());
-    on_node(&mut js, "gpu-1");
-    ns.api::<JobSet>().replace("picky", &PostParams::default(), &js).await.expect("nodeSelector changed");
+    assert!(ns.api::<JobSet>().get("picky").await.expect("picky").suspended());
+    edit_jobset(&ns, "picky", |js| on_node(js, "gpu-1")).await.expect("nodeSelector changed");
     let gang = eventually("the Gang's spec follows", WAIT, || async {
         let gang = ns.api::<Gang>().get("picky").await.map_err(|e| e.to_string())?;
         let selector = &gang.spec.pod_sets[0].node_selector;
@@ -477,19 +475,12 @@ async fn an_elastic_gang_scaled_while_running_gets_gpus_and_gives_them_back() {
         eventually("running", WAIT, || gang_in(&ns, "elastic", &[GangPhase::Running])).await.expect("running");
     assert_eq!(running.placement.len(), 2);
 
-    // As a user would: read, change, replace (retried on a conflict with the controllers' writes).
     let scale = |pods: i32| {
-        let jobsets = jobsets.clone();
-        async move {
-            eventually("scaled", WAIT, || async {
-                let mut js = jobsets.get("elastic").await.map_err(|e| e.to_string())?;
-                let job = js.spec.replicated_jobs[0].template.spec.as_mut().ok_or("no Job template")?;
+        edit_jobset(&ns, "elastic", move |js| {
+            if let Some(job) = js.spec.replicated_jobs[0].template.spec.as_mut() {
                 (job.parallelism, job.completions) = (Some(pods), Some(pods));
-                jobsets.replace("elastic", &PostParams::default(), &js).await.map(drop).map_err(|e| e.to_string())
-            })
-            .await
-            .expect("scaled");
-        }
+            }
+        })
     };
     let ready_pods = |n: usize| {
         let pods = ns.api::<Pod>();
@@ -512,7 +503,7 @@ async fn an_elastic_gang_scaled_while_running_gets_gpus_and_gives_them_back() {
     };
 
     // Up to 3: the Gang's spec follows, the third pod gets a slot, runs, and the gang is running with all three.
-    scale(3).await;
+    scale(3).await.expect("scaled up");
     let grown = eventually("a slot for the added pod", WAIT, || async {
         let s = gang_in(&ns, "elastic", &[GangPhase::Admitted, GangPhase::Running]).await?;
         if s.placement.len() == 3 { Ok(s) } else { Err(format!("{} slots: {:?}", s.placement.len(), s.reason)) }
@@ -533,7 +524,7 @@ async fn an_elastic_gang_scaled_while_running_gets_gpus_and_gives_them_back() {
     eventually("waiting", WAIT, || gang_in(&ns, "waiting", &[GangPhase::Pending])).await.expect("pending");
 
     // Down to 1: two slots go, and the waiting gang is admitted on their GPUs.
-    scale(1).await;
+    scale(1).await.expect("scaled down");
     let shrunk = eventually("slots given back", WAIT, || async {
         let s = gang_in(&ns, "elastic", &[GangPhase::Running]).await?;
         if s.placement.len() == 1 { Ok(s) } else { Err(format!("{} slots: {:?}", s.placement.len(), s.reason)) }
