@@ -380,14 +380,18 @@ fn create_missing_jobs(
         for index in 0..rjob.replicas() {
             let name = children::job_name(p.family.name, &rjob.name, index);
             if !buckets.contains_name(&name) {
-                created.push(children::build_job(
+                let mut job = children::build_job(
                     &p.family,
                     &p.plan.status,
                     pos,
                     index,
                     suspended || held,
                     p.input.gates.restart_job,
-                ));
+                );
+                if !suspended {
+                    hold_pods_without_slots(p, &mut job, &rjob.name, index);
+                }
+                created.push(job);
             }
         }
         if !suspended && in_order {
@@ -399,6 +403,20 @@ fn create_missing_jobs(
     flush_created(p, created);
     if !suspended && in_order {
         p.set(&Wanted::startup_completed());
+    }
+}
+
+/// A running gang's Job recreated (a group restart) while pods added by an `ElasticJobSet` scale-up still wait for
+/// room starts with the pods that have slots; it grows as they get theirs (see `scale_active_jobs`).
+fn hold_pods_without_slots(p: &Planner<'_>, job: &mut Job, rjob: &str, index: i32) {
+    let (Some(placed), true) = (p.input.placed, p.input.gates.elastic_jobset) else { return };
+    let Some(spec) = job.spec.as_mut() else { return };
+    let slots = placed.get(&(rjob.to_owned(), index)).copied().unwrap_or(0);
+    if let (Some(parallelism), Some(completions)) = (spec.parallelism, spec.completions)
+        && parallelism == completions
+        && (1..parallelism).contains(&slots)
+    {
+        (spec.parallelism, spec.completions) = (Some(slots), Some(slots));
     }
 }
 

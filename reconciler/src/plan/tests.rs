@@ -773,6 +773,18 @@ fn a_gangs_jobs_grow_only_as_far_as_their_pods_have_slots_and_shrink_at_once() {
     assert_eq!(scaled(&js, &slots(4)), [("train-workers-0".to_owned(), 4)]);
     scale_to(&mut js, 1);
     assert_eq!(scaled(&js, &slots(2)), [("train-workers-0".to_owned(), 1)], "shrinking needs no slot");
+
+    // Recreated by a group restart while 2 added pods wait for room: the Job starts with the 2 that have slots.
+    scale_to(&mut js, 4);
+    let placed = slots(2);
+    let input = Input { jobset: &js, jobs: &[], service_exists: true, now: at(100), gates, placed: Some(&placed) };
+    let plan = plan(input).expect("plans");
+    let Some(Action::CreateJobs(jobs)) = plan.actions.iter().find(|a| matches!(a, Action::CreateJobs(_))) else {
+        panic!("no Jobs created: {:?}", plan.actions)
+    };
+    let workers = jobs.iter().find(|j| j.metadata.name.as_deref() == Some("train-workers-0")).expect("workers");
+    let spec = workers.spec.as_ref().expect("spec");
+    assert_eq!((spec.parallelism, spec.completions), (Some(2), Some(2)));
 }
 
 #[test]
