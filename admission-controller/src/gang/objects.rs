@@ -85,15 +85,17 @@ pub fn scaled_spec(previous: &GangSpec, current: &GangSpec) -> Option<GangSpec> 
         }
         ps.pods_per_job = now.pods_per_job;
     }
-    if scaled.pod_sets == previous.pod_sets {
-        return None;
-    }
-    scaled.total_gpus = scaled.pod_sets.iter().fold(0i64, |total, ps| {
+    scaled.total_gpus = total_gpus(&scaled.pod_sets);
+    Some(scaled)
+}
+
+/// GPUs over all pod slots (`Gang.spec.totalGPUs`).
+fn total_gpus(pod_sets: &[PodSet]) -> i64 {
+    pod_sets.iter().fold(0i64, |total, ps| {
         total.saturating_add(
             i64::from(ps.jobs.max(0)).saturating_mul(i64::from(ps.pods_per_job.max(0))).saturating_mul(ps.gpus_per_pod),
         )
-    });
-    Some(scaled)
+    })
 }
 
 fn pod_spec_of(rjob: &muster_api::jobset::ReplicatedJob) -> Option<&PodSpec> {
@@ -129,7 +131,6 @@ pub fn gang_spec(js: &JobSet, priority_class: impl Fn(&str) -> Option<i32>) -> R
     // Stable: the leader moves to the front, the others keep their order.
     rjobs.sort_by_key(|r| Some(r.name.as_str()) != leader);
     let mut pod_sets = Vec::with_capacity(rjobs.len());
-    let mut total_gpus: i64 = 0;
     for rjob in rjobs {
         let job = rjob.template.spec.as_ref();
         let parallelism = job.and_then(|j| j.parallelism).unwrap_or(1);
@@ -155,9 +156,6 @@ pub fn gang_spec(js: &JobSet, priority_class: impl Fn(&str) -> Option<i32>) -> R
         if req.memory_bytes > 0 {
             requests.insert("memory".to_owned(), Quantity(req.memory_bytes.to_string()));
         }
-        total_gpus = total_gpus.saturating_add(
-            i64::from(jobs.max(0)).saturating_mul(i64::from(pods_per_job.max(0))).saturating_mul(i64::from(req.gpus)),
-        );
         pod_sets.push(PodSet {
             name: rjob.name.clone(),
             jobs,
@@ -174,6 +172,7 @@ pub fn gang_spec(js: &JobSet, priority_class: impl Fn(&str) -> Option<i32>) -> R
             exclusive,
         });
     }
+    let total_gpus = total_gpus(&pod_sets);
     Ok(GangSpec { queue, priority, pod_sets, total_gpus })
 }
 
