@@ -583,14 +583,7 @@ impl Admission {
     /// status write finishes the change. Nothing else of a running gang's demand changes.
     fn follow_scaling(&mut self, report: &mut TickReport) {
         let held: NodeSet = self.queues.held_nodes().keys().filter_map(|n| self.model.id(n)).collect();
-        let mut keys: Vec<GangKey> = self
-            .gangs
-            .iter()
-            .filter(|(_, t)| matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running))
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort();
-        for key in keys {
+        for key in self.admitted_keys() {
             let Some(t) = self.gangs.get_mut(&key) else { continue };
             // The pod counts are the JobSet's (the reconciler scales the Jobs to them); the rest is the Gang's spec
             // as last seen. A stale watch event of the Gang may have set the demand to an older spec: it is set
@@ -652,6 +645,18 @@ impl Admission {
             }
             t.desired.reason = Some(format!("scaled to {}: {}", pods(demand.total_pods() as usize), done.join("; ")));
         }
+    }
+
+    /// Admitted and running gangs, in name order (the order in which they compete for free room).
+    fn admitted_keys(&self) -> Vec<GangKey> {
+        let mut keys: Vec<GangKey> = self
+            .gangs
+            .iter()
+            .filter(|(_, t)| matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     fn follow_lifecycle(&mut self, now: SystemTime, report: &mut TickReport) {
@@ -757,14 +762,7 @@ impl Admission {
     /// When no room is left elsewhere the reservation stays as it is (the pods there fail and restart as the
     /// JobSet's failure policy says) and this is tried again next tick.
     fn replace_unhealthy(&mut self, report: &mut TickReport) {
-        let mut keys: Vec<GangKey> = self
-            .gangs
-            .iter()
-            .filter(|(_, t)| matches!(t.desired.phase, GangPhase::Admitted | GangPhase::Running))
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort();
-        for key in keys {
+        for key in self.admitted_keys() {
             let Some(held) = self.model.reservation(&key).cloned() else { continue };
             let mut bad: Vec<&String> =
                 held.keys().filter(|n| self.model.id(n).is_some_and(|id| self.model.gpu_deficit(id) > 0)).collect();
