@@ -463,7 +463,12 @@ impl Admission {
             t.desired = GangStatus {
                 phase: GangPhase::Admitted,
                 queue_position: None,
-                reason: Some(format!("admitted: {slots} pods placed on {} nodes", nodes.len())),
+                reason: Some(format!(
+                    "admitted: {} placed on {} node{}",
+                    pods(slots),
+                    nodes.len(),
+                    if nodes.len() == 1 { "" } else { "s" }
+                )),
                 placement: admitted.placement.slots,
                 held_nodes: Vec::new(),
                 admitted_at: Some(time(now)),

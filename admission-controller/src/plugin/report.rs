@@ -601,11 +601,19 @@ pub fn explain_report(
         },
         (GangPhase::Admitted | GangPhase::Running, _) => {
             let nodes = distinct_nodes(&status.placement);
+            let placed = status.placement.len();
+            // Fewer slots than pods: an ElasticJobSet scale-up whose added pods wait for room (the reason says why).
+            let total = demand.as_ref().map_or(placed, |d| d.total_pods() as usize);
+            let (pods, waiting) = match total.checked_sub(placed).filter(|&w| w > 0) {
+                Some(1) => (format!("{placed} of {total} pods"), "; 1 added pod waits for room".to_owned()),
+                Some(w) => (format!("{placed} of {total} pods"), format!("; {w} added pods wait for room")),
+                None if placed == 1 => ("1 pod".to_owned(), String::new()),
+                None => (format!("{placed} pods"), String::new()),
+            };
             Fit {
                 verdict: Verdict::Admitted,
                 message: format!(
-                    "admitted: {} pods placed on {} node{} ({})",
-                    status.placement.len(),
+                    "admitted: {pods} placed on {} node{} ({}){waiting}",
                     nodes.len(),
                     if nodes.len() == 1 { "" } else { "s" },
                     nodes.join(", ")
@@ -888,7 +896,12 @@ mod tests {
         let demand = GangDemand::from_spec(GangKey::new("ml", "a"), &g.spec).map_err(|e| e.to_string());
         let report = explain_report(&m, &HeldNodes::new(), &GangKey::new("ml", "a"), Some(&g), &demand, T0, &[]);
         assert_eq!(report.fit.verdict, Verdict::Admitted);
-        assert_eq!(report.fit.message, "admitted: 1 pods placed on 1 node (gpu-0)");
+        assert_eq!(report.fit.message, "admitted: 1 of 2 pods placed on 1 node (gpu-0); 1 added pod waits for room");
+        if let Some(s) = g.status.as_mut() {
+            s.placement.push(SlotPlacement { pod_set: "w".into(), job_index: 1, pod_index: 0, node: "gpu-1".into() });
+        }
+        let report = explain_report(&m, &HeldNodes::new(), &GangKey::new("ml", "a"), Some(&g), &demand, T0, &[]);
+        assert_eq!(report.fit.message, "admitted: 2 pods placed on 2 nodes (gpu-0, gpu-1)");
         assert_eq!(report.gang.as_ref().map(|s| s.phase), Some(GangPhase::Running));
         assert!(report.warnings.is_empty());
 
