@@ -547,5 +547,29 @@ async fn an_added_pod_of_a_scaled_gang_lands_on_its_new_slot() {
         e.involved_object.name.as_deref() == Some(added.as_str()) && e.reason.as_deref() == Some("FailedScheduling")
     });
     assert!(!refused, "the added pod was created after its slot, and never turned away");
+
+    // Down to 1: the slots of pods 1 and 2 go at once, and the Job shrinks with them.
+    edit_jobset(&ns, "elastic", |js| {
+        if let Some(job) = js.spec.replicated_jobs[0].template.spec.as_mut() {
+            (job.parallelism, job.completions) = (Some(1), Some(1));
+        }
+    })
+    .await
+    .expect("scaled down");
+    let shrunk = eventually("slots given back", WAIT, || async {
+        let s = gang_in(&ns, "elastic", &[GangPhase::Admitted, GangPhase::Running]).await?;
+        if s.placement.len() == 1 { Ok(s) } else { Err(format!("{:?}", s.reason)) }
+    })
+    .await
+    .expect("shrunk");
+    assert_eq!(shrunk.placement[0].pod_index, 0);
+    assert_eq!(shrunk.reason.as_deref(), Some("scaled to 1 pod: 2 pods removed, GPUs given back"));
+    eventually("the Job to shrink", WAIT, || async {
+        let job = ns.api::<Job>().get("elastic-workers-0").await.map_err(|e| e.to_string())?;
+        let parallelism = job.spec.and_then(|s| s.parallelism);
+        if parallelism == Some(1) { Ok(()) } else { Err(format!("parallelism {parallelism:?}")) }
+    })
+    .await
+    .expect("Job scaled down");
     watches.abort();
 }

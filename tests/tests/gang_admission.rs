@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
@@ -447,94 +446,5 @@ async fn an_admitted_gang_moves_only_the_slots_whose_gpu_died() {
     assert!(moved.reason.unwrap_or_default().contains(&sick));
     eventually("completed", WAIT, || jobset_condition(&ns, "steady", keys::CONDITION_COMPLETED)).await.expect("done");
     fleet(&client, &[]).await;
-    ns.delete(WAIT).await.expect("cleanup");
-}
-
-/// Upstream's `ElasticJobSet` gate lets a running JobSet's Indexed ReplicatedJobs change parallelism. A running
-/// gang follows: scaled up, the added pod gets a slot on free GPUs and runs; scaled down, the pods beyond the new
-/// count give their GPUs back at once, and a gang waiting for them is admitted.
-#[tokio::test]
-async fn an_elastic_gang_scaled_while_running_gets_gpus_and_gives_them_back() {
-    let cluster = CLUSTER.lock().await;
-    let ns = cluster.namespace("gang-elastic").await.expect("namespace");
-    let client = ns.client();
-    fleet(&client, &[]).await;
-    let gates = FeatureGates { elastic_jobset: true, ..FeatureGates::default() };
-    let _reconciler = InProcessReconciler::start(client.clone(), gates);
-    let webhook_gates = muster_admission::FeatureGates { elastic_jobset: true, ..Default::default() };
-    let _admission = InProcessAdmission::start_with(client.clone(), settings(), Default::default(), webhook_gates)
-        .await
-        .expect("admission");
-    let jobsets = ns.api::<JobSet>();
-    // One Job of 2 pods of 8 GPUs, running until the namespace goes.
-    let mut elastic = gang_jobset("elastic", 1, "1h", json!({}), json!({}));
-    let job = elastic.spec.replicated_jobs[0].template.spec.as_mut().expect("job");
-    (job.parallelism, job.completions, job.completion_mode) = (Some(2), Some(2), Some("Indexed".into()));
-    jobsets.create(&PostParams::default(), &elastic).await.expect("create");
-    let running =
-        eventually("running", WAIT, || gang_in(&ns, "elastic", &[GangPhase::Running])).await.expect("running");
-    assert_eq!(running.placement.len(), 2);
-
-    let scale = |pods: i32| {
-        edit_jobset(&ns, "elastic", move |js| {
-            if let Some(job) = js.spec.replicated_jobs[0].template.spec.as_mut() {
-                (job.parallelism, job.completions) = (Some(pods), Some(pods));
-            }
-        })
-    };
-    let ready_pods = |n: usize| {
-        let pods = ns.api::<Pod>();
-        async move {
-            let list = pods.list(&ListParams::default().labels("jobset.sigs.k8s.io/jobset-name=elastic")).await;
-            let ready = list
-                .map_err(|e| e.to_string())?
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-                .count();
-            if ready == n { Ok(()) } else { Err(format!("{ready} ready pods")) }
-        }
-    };
-
-    // Up to 3: the Gang's spec follows, the third pod gets a slot, runs, and the gang is running with all three.
-    scale(3).await.expect("scaled up");
-    let grown = eventually("a slot for the added pod", WAIT, || async {
-        let s = gang_in(&ns, "elastic", &[GangPhase::Admitted, GangPhase::Running]).await?;
-        if s.placement.len() == 3 { Ok(s) } else { Err(format!("{} slots: {:?}", s.placement.len(), s.reason)) }
-    })
-    .await
-    .expect("grown");
-    assert_eq!(grown.admitted_at, running.admitted_at, "the same admission, not a new one");
-    assert!(grown.reason.unwrap_or_default().contains("1 pod added and placed"));
-    let gang = ns.api::<Gang>().get("elastic").await.expect("gang");
-    assert_eq!((gang.spec.pod_sets[0].pods_per_job, gang.spec.total_gpus), (3, 24));
-    eventually("3 ready pods", WAIT, || ready_pods(3)).await.expect("the added pod runs");
-
-    // The cluster is full; a gang of 2 pods waits.
-    ns.api::<JobSet>()
-        .create(&PostParams::default(), &gang_jobset("waiting", 2, "1h", json!({}), json!({})))
-        .await
-        .expect("create");
-    eventually("waiting", WAIT, || gang_in(&ns, "waiting", &[GangPhase::Pending])).await.expect("pending");
-
-    // Down to 1: two slots go, and the waiting gang is admitted on their GPUs.
-    scale(1).await.expect("scaled down");
-    let shrunk = eventually("slots given back", WAIT, || async {
-        let s = gang_in(&ns, "elastic", &[GangPhase::Running]).await?;
-        if s.placement.len() == 1 { Ok(s) } else { Err(format!("{} slots: {:?}", s.placement.len(), s.reason)) }
-    })
-    .await
-    .expect("shrunk");
-    assert_eq!(shrunk.placement[0].pod_index, 0);
-    eventually("admitted", WAIT, || gang_in(&ns, "waiting", &[GangPhase::Admitted, GangPhase::Running]))
-        .await
-        .expect("the waiting gang gets the GPUs given back");
-    eventually("1 ready pod", WAIT, || ready_pods(1)).await.expect("the Job scaled down");
     ns.delete(WAIT).await.expect("cleanup");
 }
