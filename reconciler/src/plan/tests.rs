@@ -79,6 +79,19 @@ fn failed(mut job: Job, reason: &str, message: &str, when: i64) -> Job {
     job
 }
 
+/// A plan for a JobSet with no Jobs yet and no Service of its subdomain's name.
+fn plan_without_service(js: &JobSet) -> Plan {
+    plan(Input {
+        jobset: js,
+        jobs: &[],
+        service_exists: false,
+        now: at(0),
+        gates: FeatureGates::default(),
+        placed: None,
+    })
+    .expect("plans")
+}
+
 fn ready(mut job: Job) -> Job {
     job.status = Some(JobStatus { active: Some(2), ready: Some(2), ..JobStatus::default() });
     job
@@ -182,15 +195,7 @@ fn creates_the_headless_service_only_when_missing_and_dns_enabled() {
         1,
         json!({"network": {"enableDNSHostnames": true, "subdomain": "mesh", "publishNotReadyAddresses": false}}),
     );
-    let first = plan(Input {
-        jobset: &js,
-        jobs: &[],
-        service_exists: false,
-        now: at(0),
-        gates: FeatureGates::default(),
-        placed: None,
-    })
-    .expect("plans");
+    let first = plan_without_service(&js);
     let Some(Action::CreateService(svc)) = first.actions.iter().find(|a| matches!(a, Action::CreateService(_))) else {
         panic!("no service")
     };
@@ -203,15 +208,7 @@ fn creates_the_headless_service_only_when_missing_and_dns_enabled() {
 
     let mut no_network = jobset(1, json!({}));
     no_network.spec.network = None;
-    let bare = plan(Input {
-        jobset: &no_network,
-        jobs: &[],
-        service_exists: false,
-        now: at(0),
-        gates: FeatureGates::default(),
-        placed: None,
-    })
-    .expect("plans");
+    let bare = plan_without_service(&no_network);
     assert!(!bare.actions.iter().any(|a| matches!(a, Action::CreateService(_))));
 }
 
